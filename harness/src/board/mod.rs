@@ -1,0 +1,1 @@
+//! Board hardware drivers: SD muxers, power switches, serial ports.

@@ -1,0 +1,1 @@
+//! Writing images to block devices and files: sparse-aware, verified.

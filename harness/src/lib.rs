@@ -1,0 +1,23 @@
+//! `harness`: a hardware-in-the-loop test runner for balenaOS.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//! config (YAML: machines/, rigs/, suites/)
+//!    -> plan (validated suites, tests, steps, targets)
+//!    -> devices (QEMU or a board: power, console, SSH, media)
+//!    -> results (one outcome per test, with its logs)
+//!    -> report (terminal, junit.xml, summary.json)
+//! ```
+//!
+//! Each stage lives in its own module; a stage only imports the stages before it.
+
+pub mod board;
+pub mod device;
+pub mod error;
+pub mod exit_code;
+pub mod flash;
+pub mod image;
+pub mod process;
+
+pub use error::{Error, Result};

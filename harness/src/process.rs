@@ -1,0 +1,72 @@
+//! Child processes that never outlive the harness.
+//!
+//! Every long-lived child (QEMU, dnsmasq) is started in its own process group with the kernel's
+//! parent-death signal set to SIGKILL, so it dies with the harness even on `kill -9`. Dropping a
+//! [`Child`] kills the group and reaps it.
+
+use std::process::Command;
+
+use crate::error::{Context, Result};
+
+/// A child process owned by the harness; dropped means killed.
+pub struct Child {
+    inner: std::process::Child,
+    what: String,
+}
+
+impl Child {
+    /// Starts `cmd`, tied to the life of this process. `what` names it in errors.
+    pub fn spawn(mut cmd: Command, what: &str) -> Result<Child> {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died between fork and prctl.
+                if libc::getppid() == 1 {
+                    libc::_exit(1);
+                }
+                if libc::setpgid(0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let inner = cmd.spawn().infra_ctx(|| format!("cannot start {what}"))?;
+        Ok(Child {
+            inner,
+            what: what.to_string(),
+        })
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.inner.id()
+    }
+
+    /// Whether the process has exited, with its status if so.
+    pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        self.inner
+            .try_wait()
+            .infra_ctx(|| format!("cannot wait for {}", self.what))
+    }
+
+    /// Kills the process group and reaps the child.
+    pub fn kill(&mut self) {
+        if let Ok(None) = self.inner.try_wait() {
+            // SAFETY: plain syscall; the group id is the child's pid (setpgid above).
+            unsafe {
+                libc::killpg(self.inner.id() as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        let _ = self.inner.wait();
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
