@@ -11,6 +11,9 @@ pub enum Error {
     /// The machinery failed (exit 3): QEMU, flashing, power, boot, or SSH never came up.
     #[error("{0}")]
     Infra(String),
+    /// A check did not hold (exit 1): the device under test misbehaved.
+    #[error("{0}")]
+    Failed(String),
     /// Ctrl-C or SIGTERM arrived.
     #[error("interrupted")]
     Interrupted,
@@ -27,11 +30,17 @@ impl Error {
         Error::Infra(msg.to_string())
     }
 
+    /// A failed check from anything displayable.
+    pub fn failed(msg: impl std::fmt::Display) -> Self {
+        Error::Failed(msg.to_string())
+    }
+
     /// The exit code this error maps to.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Input(_) => exit_code::BAD_INPUT,
             Error::Infra(_) => exit_code::INFRASTRUCTURE,
+            Error::Failed(_) => exit_code::TEST_FAILED,
             Error::Interrupted => exit_code::INTERRUPTED,
         }
     }

@@ -13,11 +13,17 @@
 //! Each stage lives in its own module; a stage only imports the stages before it.
 
 pub mod board;
+pub mod config;
+pub mod console;
 pub mod device;
 pub mod error;
 pub mod exit_code;
 pub mod flash;
 pub mod image;
+pub mod paths;
 pub mod process;
+pub mod qemu;
+pub mod reference;
+pub mod ssh;
 
 pub use error::{Error, Result};

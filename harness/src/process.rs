@@ -46,6 +46,40 @@ impl Child {
         self.inner.id()
     }
 
+    /// Takes the child's stdout pipe, if it was piped.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.inner.stdout.take()
+    }
+
+    /// Takes the child's stderr pipe, if it was piped.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.inner.stderr.take()
+    }
+
+    /// Waits for the child to exit.
+    pub fn wait(&mut self) -> Result<std::process::ExitStatus> {
+        self.inner
+            .wait()
+            .infra_ctx(|| format!("cannot wait for {}", self.what))
+    }
+
+    /// Waits up to `timeout` for the child to exit; `None` if it is still running.
+    pub fn wait_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<std::process::ExitStatus>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(Some(status));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process has exited, with its status if so.
     pub fn try_wait(&mut self) -> Result<Option<std::process::ExitStatus>> {
         self.inner

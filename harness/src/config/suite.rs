@@ -1,0 +1,354 @@
+//! A suite (`suites/NAME/`): a `suite.yaml` plus one YAML file per test, each a list of steps.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Context, Error, Result};
+
+/// `suite.yaml`: what the suite needs from the device before its first test.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteFile {
+    /// One line for `harness suites`.
+    pub description: String,
+    /// Keys merged into the image's `config.json` before boot (dotted keys allowed).
+    #[serde(default)]
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// Boot a fresh copy of the image for this suite (the default), or keep the device as the
+    /// previous suite left it.
+    #[serde(default = "yes")]
+    pub fresh: bool,
+    /// The tests in the order they run; default: every other `*.yaml` file, sorted by name.
+    #[serde(default)]
+    pub tests: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One test file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestFile {
+    /// What the test proves, one line.
+    pub description: String,
+    /// An upper bound for the whole test, in seconds.
+    #[serde(default = "default_test_timeout")]
+    pub timeout: u64,
+    /// Capabilities the target must have (`lan`: the harness is a peer on the DUT's LAN);
+    /// a target without them skips the test and says why.
+    #[serde(default)]
+    pub requires: Vec<Capability>,
+    /// The steps, run in order; the first that fails ends the test.
+    pub steps: Vec<Step>,
+}
+
+fn default_test_timeout() -> u64 {
+    600
+}
+
+/// What a test may need from its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    /// The harness shares a LAN with the DUT (mDNS, the DUT's own address, a second NIC).
+    Lan,
+    /// The device can be switched off and on by the harness.
+    Power,
+}
+
+/// One step of a test. Every wait in a step is bounded by its `timeout` (seconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Step {
+    /// Runs a shell command over SSH and checks its result.
+    Ssh(SshStep),
+    /// Talks to the serial console.
+    Console(ConsoleStep),
+    /// Reboots the device from its own shell and waits for SSH to come back.
+    Reboot(RebootStep),
+    /// Cuts the power, restores it, and waits for SSH to come back.
+    PowerCycle(RebootStep),
+    /// Changes `config.json`, on the live device or in the image while it is off.
+    Configure(ConfigureStep),
+    /// Polls an SSH command until it matches or the deadline passes.
+    WaitFor(SshStep),
+    /// Copies a file to or from the device.
+    Copy(CopyStep),
+    /// A check written in Rust, for what YAML cannot say; see `runner::builtin`.
+    Check(CheckStep),
+}
+
+/// `ssh` and `wait_for`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshStep {
+    /// The command, run by the device's shell.
+    pub run: String,
+    /// The exit status it must have; `any` (null) accepts every status.
+    #[serde(default = "zero")]
+    pub status: Option<i32>,
+    /// A regex stdout must match.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// A regex stdout must not match.
+    #[serde(default)]
+    pub not_output: Option<String>,
+    /// Seconds before the step fails.
+    #[serde(default = "default_step_timeout")]
+    pub timeout: u64,
+    /// Connect without the run's key (to prove passwordless or refused logins).
+    #[serde(default)]
+    pub without_key: bool,
+    /// Expect the login itself to be refused (with `without_key`).
+    #[serde(default)]
+    pub refused: bool,
+}
+
+fn zero() -> Option<i32> {
+    Some(0)
+}
+
+fn default_step_timeout() -> u64 {
+    60
+}
+
+/// `console`: log in, send text, expect a pattern, or run a command on the console shell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleStep {
+    /// Log in as root first (a development image has a passwordless root getty).
+    #[serde(default)]
+    pub login: bool,
+    /// Text sent to the console (a newline is added).
+    #[serde(default)]
+    pub send: Option<String>,
+    /// A command run on the console shell; its exit status must be `status`.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// The exit status `run` must have.
+    #[serde(default = "zero")]
+    pub status: Option<i32>,
+    /// A regex the console output must show (after `send`/`run`).
+    #[serde(default)]
+    pub expect: Option<String>,
+    /// A regex that must NOT show up within the timeout (e.g. no login prompt).
+    #[serde(default)]
+    pub absent: Option<String>,
+    /// Seconds before the step fails (for `absent`: how long to watch).
+    #[serde(default = "default_step_timeout")]
+    pub timeout: u64,
+}
+
+/// `reboot` and `power_cycle`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RebootStep {
+    /// Seconds to wait for SSH after the reboot.
+    #[serde(default = "default_boot_timeout")]
+    pub timeout: u64,
+}
+
+fn default_boot_timeout() -> u64 {
+    300
+}
+
+/// `configure`: set or remove `config.json` keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigureStep {
+    /// Keys to set (dotted keys reach into objects).
+    #[serde(default)]
+    pub set: BTreeMap<String, serde_json::Value>,
+    /// Keys to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Files to write into the boot partition (path → content), e.g.
+    /// `system-connections/static`.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// `live`: edit `/mnt/boot/config.json` on the running device; `image`: power off, edit
+    /// the image, power on and wait for SSH.
+    #[serde(default)]
+    pub on: ConfigureOn,
+    /// Seconds to wait (for the boot, with `image`).
+    #[serde(default = "default_boot_timeout")]
+    pub timeout: u64,
+}
+
+/// Where a `configure` step applies its change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigureOn {
+    /// On the running device.
+    #[default]
+    Live,
+    /// In the image, with the device off.
+    Image,
+}
+
+/// `copy`: one of `to_device` or `from_device`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyStep {
+    /// A host file (relative to the suite folder) to send.
+    #[serde(default)]
+    pub from: Option<PathBuf>,
+    /// The device path to write it to.
+    #[serde(default)]
+    pub to_device: Option<String>,
+    /// A device path to fetch into the run's folder.
+    #[serde(default)]
+    pub from_device: Option<String>,
+    /// Seconds before the step fails.
+    #[serde(default = "default_step_timeout")]
+    pub timeout: u64,
+}
+
+/// `check`: a named check written in Rust, with its arguments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckStep {
+    /// The check's name (`harness suites --checks` lists them).
+    pub name: String,
+    /// Its arguments, as the check documents them.
+    #[serde(default)]
+    pub args: BTreeMap<String, serde_json::Value>,
+    /// Seconds before the step fails.
+    #[serde(default = "default_step_timeout")]
+    pub timeout: u64,
+}
+
+/// A suite read from disk: its folder, its settings, and its tests in order.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// The suite's name (its folder's name).
+    pub name: String,
+    /// Its folder.
+    pub dir: PathBuf,
+    /// `suite.yaml`.
+    pub file: SuiteFile,
+    /// `(test name, test)` in run order.
+    pub tests: Vec<(String, TestFile)>,
+}
+
+/// Resolves `suite/os`, `suites/os` or a path to a suite folder.
+pub fn resolve(root: &Path, spec: &str) -> Result<PathBuf> {
+    let direct = PathBuf::from(spec);
+    if direct.join("suite.yaml").is_file() {
+        return Ok(direct);
+    }
+    let name = spec
+        .strip_prefix("suite/")
+        .or_else(|| spec.strip_prefix("suites/"))
+        .unwrap_or(spec)
+        .trim_end_matches('/');
+    let dir = root.join("suites").join(name);
+    if dir.join("suite.yaml").is_file() {
+        return Ok(dir);
+    }
+    let known = list(root)?.into_iter().map(|s| s.name).collect::<Vec<_>>();
+    Err(Error::input(format!(
+        "unknown suite `{spec}` (known: {})",
+        known.join(", ")
+    )))
+}
+
+/// Reads the suite in `dir` and every test it names.
+pub fn load(dir: &Path) -> Result<Suite> {
+    let name = dir
+        .canonicalize()
+        .input_ctx(|| format!("cannot read suite {}", dir.display()))?
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let file: SuiteFile = super::yaml::read(&dir.join("suite.yaml"))?;
+    let names = if file.tests.is_empty() {
+        yaml_files(dir)?
+            .into_iter()
+            .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .filter(|n| n != "suite")
+            .collect()
+    } else {
+        file.tests.clone()
+    };
+    let mut tests = Vec::new();
+    for test in names {
+        let path = dir.join(format!("{test}.yaml"));
+        if !path.is_file() {
+            return Err(Error::input(format!(
+                "{}: lists test `{test}` but {} does not exist",
+                dir.join("suite.yaml").display(),
+                path.display()
+            )));
+        }
+        tests.push((test, super::yaml::read::<TestFile>(&path)?));
+    }
+    Ok(Suite {
+        name,
+        dir: dir.to_path_buf(),
+        file,
+        tests,
+    })
+}
+
+/// Every suite under `root/suites`, sorted by name.
+pub fn list(root: &Path) -> Result<Vec<Suite>> {
+    let mut out = Vec::new();
+    let dir = root.join("suites");
+    let entries = std::fs::read_dir(&dir).input_ctx(|| format!("cannot read {}", dir.display()))?;
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("suite.yaml").is_file())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        out.push(load(&d)?);
+    }
+    Ok(out)
+}
+
+/// The `*.yaml` files directly in `dir`, sorted.
+pub fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let entries = std::fs::read_dir(dir).input_ctx(|| format!("cannot read {}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn misspelt_step_names_its_line() {
+        let text = "description: x\nsteps:\n  - ssh: {run: true}\n  - rebot: {}\n";
+        let err = super::super::yaml::parse::<TestFile>(text, Path::new("suites/x/t.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("suites/x/t.yaml:4:5: unknown variant `rebot`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ssh_step_defaults_expect_status_zero() {
+        let text =
+            "description: x\nsteps:\n  - ssh: {run: uname}\n  - wait_for: {run: x, status: null}\n";
+        let t: TestFile = super::super::yaml::parse(text, Path::new("t.yaml")).unwrap();
+        match (&t.steps[0], &t.steps[1]) {
+            (Step::Ssh(a), Step::WaitFor(b)) => {
+                assert_eq!(a.status, Some(0));
+                assert_eq!(b.status, None);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

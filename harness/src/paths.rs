@@ -1,0 +1,41 @@
+//! Where things live: the project's files, the cache, the reports.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The project root: the folder holding `machines/` and `suites/`.
+///
+/// `HARNESS_ROOT` wins; else the current folder or one of its parents; else the folder the
+/// binary was built in (`target/*/harness` sits two levels below the root).
+pub fn project_root() -> Result<PathBuf> {
+    if let Some(root) = std::env::var_os("HARNESS_ROOT") {
+        return Ok(PathBuf::from(root));
+    }
+    let is_root = |p: &Path| p.join("machines").is_dir() && p.join("suites").is_dir();
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Some(found) = cwd.ancestors().find(|p| is_root(p)) {
+            return Ok(found.to_path_buf());
+        }
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(found) = exe.ancestors().find(|p| is_root(p)) {
+            return Ok(found.to_path_buf());
+        }
+    }
+    Err(Error::input(
+        "cannot find the project (no machines/ and suites/ here or above); set HARNESS_ROOT",
+    ))
+}
+
+/// The cache folder: `HARNESS_CACHE`, else `$XDG_CACHE_HOME/harness`, else `~/.cache/harness`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HARNESS_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("harness");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home).join(".cache").join("harness")
+}

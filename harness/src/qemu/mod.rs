@@ -1,0 +1,277 @@
+//! The QEMU backend: a machine that plays the device, with QMP for power and a serial socket
+//! for the console.
+//!
+//! Power off is a hard stop of QEMU (the guest gets no warning, as with a pulled plug); power
+//! on starts QEMU again on the same overlay and UEFI variables, so the disk keeps what the
+//! guest wrote.
+
+pub mod accel;
+pub mod overlay;
+pub mod qmp;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::config::machine::QemuSpec;
+use crate::console::Console;
+use crate::device::Power;
+use crate::error::{Context, Error, Result};
+use crate::process::Child;
+use accel::Accel;
+use qmp::Qmp;
+
+/// How the guest's NIC is connected.
+#[derive(Debug, Clone)]
+pub enum Network {
+    /// QEMU's user-mode network, with SSH and the engine port forwarded on 127.0.0.1.
+    User,
+}
+
+/// Everything needed to run one QEMU machine.
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// The machine's QEMU settings.
+    pub spec: QemuSpec,
+    /// The raw base image; never written.
+    pub base_image: PathBuf,
+    /// A folder of its own for the overlay, UEFI variables and sockets.
+    pub dir: PathBuf,
+    /// KVM or TCG.
+    pub accel: Accel,
+    /// The network.
+    pub network: Network,
+}
+
+/// A running (or powered-off) QEMU machine.
+pub struct QemuMachine {
+    opts: QemuOptions,
+    console: Console,
+    ssh_port: u16,
+    engine_port: u16,
+    child: Option<Child>,
+    qmp: Option<Qmp>,
+}
+
+impl QemuMachine {
+    /// Prepares a machine: a copy-on-write overlay over the base image and a fresh copy of the
+    /// UEFI variables. It starts powered off.
+    pub fn create(opts: QemuOptions, console: Console) -> Result<QemuMachine> {
+        std::fs::create_dir_all(&opts.dir)
+            .infra_ctx(|| format!("cannot create {}", opts.dir.display()))?;
+        let firmware = &opts.spec.firmware;
+        for f in [&firmware.code, &firmware.vars] {
+            if !f.is_file() {
+                return Err(Error::input(format!(
+                    "UEFI firmware {} is missing (install Debian's `ovmf`)",
+                    f.display()
+                )));
+            }
+        }
+        std::fs::copy(&firmware.vars, opts.dir.join("vars.fd"))
+            .infra_ctx(|| format!("cannot copy {}", firmware.vars.display()))?;
+        overlay::create(
+            &opts.base_image,
+            &opts.dir.join("overlay.qcow2"),
+            opts.spec.disk_size_gib,
+        )?;
+        Ok(QemuMachine {
+            ssh_port: free_port()?,
+            engine_port: free_port()?,
+            opts,
+            console,
+            child: None,
+            qmp: None,
+        })
+    }
+
+    /// The copy-on-write overlay the guest's disk lives in.
+    pub fn overlay(&self) -> PathBuf {
+        self.opts.dir.join("overlay.qcow2")
+    }
+
+    /// SSH (guest port 22222) as reached from the host.
+    pub fn ssh_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ssh_port))
+    }
+
+    /// The engine's TCP API (guest port 2375) as reached from the host.
+    pub fn engine_addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.engine_port))
+    }
+
+    /// Whether QEMU is running.
+    pub fn is_on(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Resets the guest like its reset button (QEMU keeps running).
+    pub fn reset(&mut self) -> Result<()> {
+        self.qmp()?.execute("system_reset", serde_json::json!({}))?;
+        Ok(())
+    }
+
+    /// The VM's state as QMP reports it (`running`, `paused`, ...), or `off`.
+    pub fn state(&mut self) -> Result<String> {
+        if !self.is_on() {
+            return Ok("off".into());
+        }
+        self.qmp()?.status()
+    }
+
+    fn qmp(&mut self) -> Result<&mut Qmp> {
+        self.qmp
+            .as_mut()
+            .ok_or_else(|| Error::infra("QEMU is not running"))
+    }
+
+    /// The QEMU command line.
+    pub fn command(&self) -> Command {
+        let o = &self.opts;
+        let s = &o.spec;
+        let dir = &o.dir;
+        let mut cmd = Command::new(&s.binary);
+        let netdev = match o.network {
+            Network::User => format!(
+                "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:22222,hostfwd=tcp:127.0.0.1:{}-:2375",
+                self.ssh_port, self.engine_port
+            ),
+        };
+        cmd.args(["-name", "harness-dut", "-machine", &s.machine])
+            .args(["-accel", o.accel.qemu_name()])
+            .args(["-m", &s.memory_mib.to_string(), "-smp", &s.cpus.to_string()])
+            .args(["-nographic", "-nodefaults", "-no-user-config"])
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,readonly=on,file={}",
+                s.firmware.code.display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=pflash,format=raw,file={}",
+                dir.join("vars.fd").display()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "if=virtio,format=qcow2,cache=unsafe,file={}",
+                self.overlay().display()
+            ))
+            .args(["-netdev", &netdev])
+            .args(["-device", &format!("{},netdev=n0", s.nic)])
+            .args(["-device", "virtio-rng-pci"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=ser0,path={},server=on,wait=on",
+                dir.join("serial.sock").display()
+            ))
+            .args(["-serial", "chardev:ser0"])
+            .arg("-qmp")
+            .arg(format!(
+                "unix:{},server=on,wait=off",
+                dir.join("qmp.sock").display()
+            ))
+            .args(&s.extra_args);
+        cmd
+    }
+
+    fn start(&mut self) -> Result<()> {
+        if self.is_on() {
+            return Ok(());
+        }
+        let dir = &self.opts.dir;
+        for sock in ["serial.sock", "qmp.sock"] {
+            let _ = std::fs::remove_file(dir.join(sock));
+        }
+        let log = std::fs::File::create(dir.join("qemu.log"))
+            .infra_ctx(|| format!("cannot create {}", dir.join("qemu.log").display()))?;
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        let mut child = Child::spawn(cmd, &self.opts.spec.binary)?;
+        // QEMU waits for the serial client before it runs the guest, so no output is lost.
+        let serial = qmp::connect_unix(
+            &dir.join("serial.sock"),
+            Duration::from_secs(20),
+            "QEMU's serial socket",
+        )
+        .map_err(|e| self.explain_exit(&mut child, e))?;
+        self.console.attach(Box::new(serial))?;
+        let qmp = Qmp::connect(&dir.join("qmp.sock"), Duration::from_secs(20))
+            .map_err(|e| self.explain_exit(&mut child, e))?;
+        self.child = Some(child);
+        self.qmp = Some(qmp);
+        Ok(())
+    }
+
+    /// If QEMU died, its last stderr line says why better than a socket error.
+    fn explain_exit(&self, child: &mut Child, e: Error) -> Error {
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(self.opts.dir.join("qemu.log")).unwrap_or_default();
+            let last = log
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            return Error::infra(format!("QEMU exited ({status}): {last}"));
+        }
+        e
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if let Some(qmp) = self.qmp.as_mut() {
+            let _ = qmp.execute("quit", serde_json::json!({}));
+        }
+        self.qmp = None;
+        if let Some(mut child) = self.child.take() {
+            if child.wait_timeout(Duration::from_secs(10))?.is_none() {
+                child.kill();
+            }
+        }
+        self.console.detach();
+        Ok(())
+    }
+}
+
+impl Power for QemuMachine {
+    fn on(&mut self) -> Result<()> {
+        self.start()
+    }
+
+    fn off(&mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn describe(&self) -> String {
+        format!("QEMU ({})", self.opts.accel.qemu_name())
+    }
+}
+
+impl Drop for QemuMachine {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; QEMU binds it right after).
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").infra_ctx(|| "cannot find a free port".into())?;
+    Ok(l.local_addr()
+        .infra_ctx(|| "cannot find a free port".into())?
+        .port())
+}
+
+/// Checks that `path` can be used as QEMU's base image.
+pub fn check_base(path: &Path) -> Result<()> {
+    if !path.is_file() {
+        return Err(Error::input(format!(
+            "image {} does not exist",
+            path.display()
+        )));
+    }
+    Ok(())
+}

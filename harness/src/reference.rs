@@ -1,0 +1,238 @@
+//! The reference image: built from the recipe in `qemu/`, cached by the recipe's content.
+//!
+//! The cache key is a SHA-256 over every file of the recipe (path and bytes), so any change to
+//! the recipe builds anew and an unchanged recipe returns at once. A build runs in a
+//! `.partial` folder that is renamed into place only when the recipe succeeded, so an
+//! interrupted build is never picked up.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Context, Error, Result};
+
+/// What a finished build holds (`build.json`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Build {
+    /// The machine it is for.
+    pub machine: String,
+    /// The disk image, relative to the build folder.
+    pub image: PathBuf,
+    /// The OS version of the image.
+    pub version: String,
+    /// The host OS update payload for the next version.
+    pub update: Update,
+    /// The build folder (filled in on load).
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+/// A host OS update payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Update {
+    /// The payload, relative to the build folder.
+    pub file: PathBuf,
+    /// The OS version it installs.
+    pub version: String,
+}
+
+impl Build {
+    /// The image's absolute path.
+    pub fn image_path(&self) -> PathBuf {
+        self.dir.join(&self.image)
+    }
+    /// The update payload's absolute path.
+    pub fn update_path(&self) -> PathBuf {
+        self.dir.join(&self.update.file)
+    }
+    /// The reference kernel, used to probe whether KVM really boots.
+    pub fn kernel_path(&self) -> PathBuf {
+        self.dir.join("vmlinuz")
+    }
+}
+
+/// The recipe folder for `recipe` (today there is one: `qemu/`).
+fn recipe_dir(root: &Path, recipe: &str) -> Result<PathBuf> {
+    let dir = root.join("qemu");
+    if recipe != "qemux86-64" || !dir.join("build.sh").is_file() {
+        return Err(Error::input(format!(
+            "no reference image recipe `{recipe}` (expected {})",
+            dir.join("build.sh").display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// The cache key of a recipe: SHA-256 over its files' relative paths and contents.
+pub fn recipe_key(dir: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files)?;
+    files.sort();
+    let mut hash = Sha256::new();
+    for f in &files {
+        let rel = f.strip_prefix(dir).unwrap_or(f);
+        hash.update(rel.to_string_lossy().as_bytes());
+        hash.update([0]);
+        let bytes = std::fs::read(f).input_ctx(|| format!("cannot read {}", f.display()))?;
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(&bytes);
+    }
+    Ok(hex::encode(hash.finalize())[..16].to_string())
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let entries = std::fs::read_dir(dir).input_ctx(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .input_ctx(|| format!("cannot read {}", dir.display()))?
+            .path();
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The cached build of `recipe`, if one matches the recipe as it is now.
+pub fn cached(root: &Path, recipe: &str) -> Result<Option<Build>> {
+    let dir = recipe_dir(root, recipe)?;
+    let out = crate::paths::cache_dir()
+        .join("images")
+        .join(format!("{recipe}-{}", recipe_key(&dir)?));
+    load(&out).map(Some).or_else(|_| Ok(None))
+}
+
+/// Reads `build.json` in `dir`.
+pub fn load(dir: &Path) -> Result<Build> {
+    let path = dir.join("build.json");
+    let text =
+        std::fs::read_to_string(&path).input_ctx(|| format!("cannot read {}", path.display()))?;
+    let mut build: Build = serde_json::from_str(&text)
+        .input_ctx(|| format!("{}: invalid build.json", path.display()))?;
+    build.dir = dir.to_path_buf();
+    if !build.image_path().is_file() {
+        return Err(Error::input(format!(
+            "{}: image {} is missing",
+            path.display(),
+            build.image_path().display()
+        )));
+    }
+    Ok(build)
+}
+
+/// Builds `recipe` unless its cached build is current; returns the build.
+///
+/// `progress` receives each line the recipe prints (its `==> [N/M] ...` steps).
+pub fn build(root: &Path, recipe: &str, progress: &mut dyn FnMut(&str)) -> Result<Build> {
+    if let Some(build) = cached(root, recipe)? {
+        return Ok(build);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::input(
+            "building the reference image needs root (debootstrap makes the root filesystem); run it with sudo",
+        ));
+    }
+    let dir = recipe_dir(root, recipe)?;
+    let images = crate::paths::cache_dir().join("images");
+    let final_dir = images.join(format!("{recipe}-{}", recipe_key(&dir)?));
+    let partial = images.join(format!(
+        "{recipe}-{}.partial-{}",
+        recipe_key(&dir)?,
+        std::process::id()
+    ));
+    remove_stale_partials(&images, recipe);
+    std::fs::create_dir_all(&partial)
+        .infra_ctx(|| format!("cannot create {}", partial.display()))?;
+
+    let mut cmd = Command::new("bash");
+    cmd.arg(dir.join("build.sh"))
+        .arg(&partial)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = crate::process::Child::spawn(cmd, "the reference image build")?;
+    let stderr = child.take_stderr();
+    let errors = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        if let Some(s) = stderr {
+            for line in BufReader::new(s).lines().map_while(|l| l.ok()) {
+                lines.push(line);
+            }
+        }
+        lines
+    });
+    if let Some(out) = child.take_stdout() {
+        for line in BufReader::new(out).lines().map_while(|l| l.ok()) {
+            progress(&line);
+        }
+    }
+    let status = child.wait()?;
+    let errors = errors.join().unwrap_or_default();
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(&partial);
+        let why = errors
+            .iter()
+            .rev()
+            .find(|l| l.starts_with("error:"))
+            .or(errors.last())
+            .cloned()
+            .unwrap_or_else(|| format!("exited with {status}"));
+        let why = why.trim_start_matches("error: ").to_string();
+        // The recipe checks its tools first: a missing tool is the user's to install.
+        return Err(if why.contains("missing") || why.contains("not found") {
+            Error::input(format!("reference image build: {why}"))
+        } else {
+            Error::infra(format!("reference image build failed: {why}"))
+        });
+    }
+    std::fs::rename(&partial, &final_dir).infra_ctx(|| {
+        format!(
+            "cannot move {} to {}",
+            partial.display(),
+            final_dir.display()
+        )
+    })?;
+    load(&final_dir)
+}
+
+/// Removes `.partial` folders of builds whose process is gone.
+fn remove_stale_partials(images: &Path, recipe: &str) {
+    let Ok(entries) = std::fs::read_dir(images) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, pid)) = name.split_once(".partial-") else {
+            continue;
+        };
+        let alive = pid
+            .parse::<i32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if name.starts_with(recipe) && !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipe_key_changes_with_content_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("build.sh"), "echo 1").unwrap();
+        std::fs::create_dir(dir.path().join("lib")).unwrap();
+        std::fs::write(dir.path().join("lib/a.sh"), "a").unwrap();
+        let k1 = recipe_key(dir.path()).unwrap();
+        assert_eq!(k1, recipe_key(dir.path()).unwrap());
+        std::fs::write(dir.path().join("lib/a.sh"), "b").unwrap();
+        assert_ne!(k1, recipe_key(dir.path()).unwrap());
+    }
+}

@@ -1,0 +1,307 @@
+//! SSH to the device as root on port 22222: exec with a timeout, copy files, and wait for the
+//! daemon's banner across reboots.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Context, Error, Result};
+
+/// Where and how to log in.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// The device's SSH address (a forwarded loopback port under QEMU).
+    pub addr: SocketAddr,
+    /// The run's private key; `None` logs in without a key (development images only).
+    pub key: Option<PathBuf>,
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct ExecOutput {
+    /// Its exit status (-1 when it was killed by a signal).
+    pub status: i32,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+/// An authenticated SSH session.
+pub struct Ssh {
+    session: ssh2::Session,
+}
+
+/// Waits until the SSH daemon at `addr` sends its `SSH-2.0` banner.
+///
+/// A TCP connect alone proves nothing under QEMU: the forwarded port accepts before the guest
+/// is up. Gives up after `timeout`, saying what it waited for.
+pub fn wait_for_banner(addr: SocketAddr, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        match read_banner(addr, Duration::from_secs(3)) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Err(Error::infra(format!(
+        "gave up after {}s waiting for the SSH-2.0 banner on {addr} ({last})",
+        timeout.as_secs()
+    )))
+}
+
+fn read_banner(addr: SocketAddr, timeout: Duration) -> std::result::Result<(), String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    while got.len() < 8 {
+        match stream.read(&mut buf) {
+            Ok(0) => return Err("connection closed before the banner".into()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if got.starts_with(b"SSH-2.0") {
+        Ok(())
+    } else {
+        Err(format!(
+            "not an SSH banner: {:?}",
+            String::from_utf8_lossy(&got)
+        ))
+    }
+}
+
+impl Ssh {
+    /// Connects and logs in as root, within `timeout`.
+    ///
+    /// With a key, public-key authentication is used; without one, the login that a
+    /// development image allows (no password). A refused login is [`Error::Failed`], since a
+    /// device that refuses the run's key is misbehaving.
+    pub fn connect(target: &SshTarget, timeout: Duration) -> Result<Ssh> {
+        let addr = target.addr;
+        let tcp = TcpStream::connect_timeout(&addr, timeout)
+            .infra_ctx(|| format!("cannot connect to SSH on {addr}"))?;
+        let mut session =
+            ssh2::Session::new().infra_ctx(|| "cannot start an SSH session".into())?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(timeout.as_millis() as u32);
+        session
+            .handshake()
+            .infra_ctx(|| format!("SSH handshake with {addr} failed"))?;
+        match &target.key {
+            Some(key) => {
+                session
+                    .userauth_pubkey_file("root", None, key, None)
+                    .map_err(|e| {
+                        Error::failed(format!("root@{addr} refused the run's key: {e}"))
+                    })?;
+            }
+            None => {
+                // "none" authentication succeeds when root has an empty password.
+                let _ = session.auth_methods("root");
+                if !session.authenticated() {
+                    session.userauth_password("root", "").map_err(|e| {
+                        Error::failed(format!("root@{addr} refused a login without a key: {e}"))
+                    })?;
+                }
+            }
+        }
+        if !session.authenticated() {
+            return Err(Error::failed(format!("root@{addr}: not authenticated")));
+        }
+        Ok(Ssh { session })
+    }
+
+    /// Runs `command`, feeding it `stdin`, and collects its output; bounded by `timeout`.
+    pub fn exec(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput> {
+        let deadline = Instant::now() + timeout;
+        let s = &self.session;
+        s.set_blocking(true);
+        s.set_timeout(timeout.as_millis().max(1) as u32);
+        let mut channel = s
+            .channel_session()
+            .infra_ctx(|| "cannot open an SSH channel".into())?;
+        channel
+            .exec(command)
+            .infra_ctx(|| format!("cannot run `{command}` over SSH"))?;
+        if !stdin.is_empty() {
+            channel
+                .write_all(stdin)
+                .infra_ctx(|| format!("cannot send input to `{command}`"))?;
+        }
+        channel
+            .send_eof()
+            .infra_ctx(|| "cannot close the command's input".into())?;
+
+        // Read both streams without blocking, so a chatty stderr cannot stall stdout.
+        s.set_blocking(false);
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut chunk = [0u8; 16384];
+        let result = 'read: loop {
+            let mut progressed = false;
+            for (stream_id, sink) in [(0, &mut out), (1, &mut err)] {
+                match channel.stream(stream_id).read(&mut chunk) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        sink.extend_from_slice(&chunk[..n]);
+                        progressed = true;
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        break 'read Err(Error::infra(format!(
+                            "SSH read failed during `{command}`: {e}"
+                        )))
+                    }
+                }
+            }
+            if channel.eof() && !progressed {
+                break Ok(());
+            }
+            if Instant::now() >= deadline {
+                break Err(Error::failed(format!(
+                    "`{command}` did not finish within {}s",
+                    timeout.as_secs()
+                )));
+            }
+            if !progressed {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        s.set_blocking(true);
+        s.set_timeout(5000);
+        result?;
+        let _ = channel.wait_close();
+        let signalled = channel
+            .exit_signal()
+            .ok()
+            .and_then(|sig| sig.exit_signal)
+            .is_some();
+        let status = if signalled {
+            -1
+        } else {
+            channel.exit_status().unwrap_or(-1)
+        };
+        Ok(ExecOutput {
+            status,
+            stdout: String::from_utf8_lossy(&out).into_owned(),
+            stderr: String::from_utf8_lossy(&err).into_owned(),
+        })
+    }
+
+    /// Writes `bytes` to `remote` on the device (atomically: a temp file, then a rename).
+    pub fn write_file(&self, remote: &str, bytes: &[u8], timeout: Duration) -> Result<()> {
+        let q = shell_quote(remote);
+        let tmp = shell_quote(&format!("{remote}.harness-tmp"));
+        let out = self.exec(
+            &format!("cat > {tmp} && sync {tmp} && mv {tmp} {q} && sync"),
+            bytes,
+            timeout,
+        )?;
+        if out.status != 0 {
+            return Err(Error::infra(format!(
+                "cannot write {remote} on the device: {}",
+                out.stderr.trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads `remote` from the device.
+    pub fn read_file(&self, remote: &str, timeout: Duration) -> Result<Vec<u8>> {
+        let s = &self.session;
+        s.set_blocking(true);
+        s.set_timeout(timeout.as_millis().max(1) as u32);
+        let mut channel = s
+            .channel_session()
+            .infra_ctx(|| "cannot open an SSH channel".into())?;
+        channel
+            .exec(&format!("cat {}", shell_quote(remote)))
+            .infra_ctx(|| format!("cannot read {remote}"))?;
+        let mut bytes = Vec::new();
+        channel
+            .read_to_end(&mut bytes)
+            .infra_ctx(|| format!("cannot read {remote}"))?;
+        let _ = channel.wait_close();
+        if channel.exit_status().unwrap_or(-1) != 0 {
+            return Err(Error::failed(format!("cannot read {remote} on the device")));
+        }
+        Ok(bytes)
+    }
+
+    /// Copies the host file `local` to `remote`.
+    pub fn upload(&self, local: &Path, remote: &str, timeout: Duration) -> Result<()> {
+        let bytes =
+            std::fs::read(local).input_ctx(|| format!("cannot read {}", local.display()))?;
+        self.write_file(remote, &bytes, timeout)
+    }
+
+    /// The kernel's boot id: it changes on every boot, so it tells a reboot apart.
+    pub fn boot_id(&self) -> Result<String> {
+        let out = self.exec(
+            "cat /proc/sys/kernel/random/boot_id",
+            b"",
+            Duration::from_secs(20),
+        )?;
+        Ok(out.stdout.trim().to_string())
+    }
+}
+
+/// Quotes `s` for a POSIX shell.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Resolves `host:port` to the first address.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()
+        .input_ctx(|| format!("cannot resolve {host}"))?
+        .next()
+        .ok_or_else(|| Error::input(format!("{host} has no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_single_quotes() {
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    #[test]
+    fn banner_wait_rejects_a_silent_port_and_says_so() {
+        // A listener that accepts but never speaks, as QEMU's forwarder does before boot.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let _held: Vec<_> = listener.incoming().take(3).collect();
+        });
+        let err = wait_for_banner(addr, Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SSH-2.0 banner") && err.contains(&addr.to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn banner_wait_accepts_an_ssh_server() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let _ = s.write_all(b"SSH-2.0-OpenSSH_9.2\r\n");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        wait_for_banner(addr, Duration::from_secs(5)).unwrap();
+    }
+}

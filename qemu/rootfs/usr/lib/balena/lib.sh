@@ -1,0 +1,62 @@
+# shellcheck shell=bash
+# Helpers shared by hostapp-update, rollback-health, rollback-altboot and
+# config-json: slots, the GRUB environment, atomic writes on the FAT.
+
+GRUBENV=/mnt/boot/EFI/BOOT/grubenv
+STATE=/mnt/state
+HEALTH_CRUMB=$STATE/rollback-health-breadcrumb
+ALTBOOT_CRUMB=$STATE/rollback-altboot-breadcrumb
+
+log() { echo "${0##*/}: $*" >&2; }
+
+# Phase/status marker: stdout and the kernel log (hence the serial console).
+marker() {
+	echo "${0##*/}: $*"
+	echo "<5>${0##*/}: $*" >/dev/kmsg 2>/dev/null || true
+}
+
+# The running slot's block device and partition number (2 = A, 3 = B).
+active_dev() { findmnt -nfo SOURCE /mnt/sysroot/active; }
+part_num() { cat "/sys/class/block/${1##*/}/partition"; }
+active_part() { part_num "$(active_dev)"; }
+other_part() { if [ "$1" = 2 ]; then echo 3; else echo 2; fi; }
+slot_label() { if [ "$1" = 2 ]; then echo resin-rootA; else echo resin-rootB; fi; }
+
+# slot_dev N: partition N of the disk the running slot is on.
+slot_dev() {
+	local a disk p
+	a=$(active_dev)
+	a=${a##*/}
+	disk=$(basename "$(dirname "$(readlink -f "/sys/class/block/$a")")")
+	for p in /sys/class/block/"$disk"/"$disk"*; do
+		if [ "$(cat "$p/partition" 2>/dev/null)" = "$1" ]; then
+			echo "/dev/${p##*/}"
+			return 0
+		fi
+	done
+	return 1
+}
+
+# Replace $2 with the content of stdin: temp file + fsync + rename + sync,
+# so a power cut leaves either the old or the new file (also on the FAT).
+write_atomic() {
+	local dst=$1 tmp
+	tmp="$(dirname "$dst")/.$(basename "$dst").tmp"
+	cat >"$tmp" && sync "$tmp" && mv -f "$tmp" "$dst" && sync -f "$dst"
+}
+
+grubenv_get() { sed -n "s/^$1=//p" "$GRUBENV" 2>/dev/null | head -n1; }
+
+# grubenv_set KEY=VALUE...: rewrite the 1024-byte GRUB environment block.
+grubenv_set() {
+	local kv body keys='' pad
+	for kv in "$@"; do keys="$keys|${kv%%=*}"; done
+	body="# GRUB Environment Block"$'\n'
+	body+=$(grep -v '^#' "$GRUBENV" 2>/dev/null | grep '=' | grep -Ev "^(${keys#|})=" || true)
+	[ "${body: -1}" = $'\n' ] || body+=$'\n'
+	for kv in "$@"; do body+="$kv"$'\n'; done
+	body=$(printf '%s' "$body" | sed '/^$/d')$'\n'
+	pad=$((1024 - ${#body}))
+	[ "$pad" -ge 0 ] || { log "grubenv too large"; return 1; }
+	{ printf '%s' "$body"; head -c "$pad" /dev/zero | tr '\0' '#'; } | write_atomic "$GRUBENV"
+}
