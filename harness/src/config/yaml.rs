@@ -61,7 +61,7 @@ mod tests {
     fn unknown_key_names_file_line_and_column() {
         assert_eq!(
             err("name: a\ncount: 1\ncolour: red\n"),
-            "t.yaml:3:1: unknown field `colour`, expected `name` or `count`"
+            "t.yaml:3:1: unknown field `colour`, expected one of name, count"
         );
     }
 

@@ -36,12 +36,20 @@ pub fn read(overlay: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
             .args(["dd", "-f", "qcow2", "-O", "raw"])
             .arg(format!("bs={bs}"))
             .arg(format!("skip={}", offset / bs))
-            .arg(format!("count={}", len / bs))
+            // qemu-img dd counts the skipped blocks in `count`.
+            .arg(format!("count={}", (offset + len) / bs))
             .arg(format!("if={}", overlay.display()))
             .arg(format!("of={}", tmp.path().display())),
         "qemu-img dd",
     )?;
-    std::fs::read(tmp.path()).infra_ctx(|| "cannot read the overlay's blocks".into())
+    let bytes = std::fs::read(tmp.path()).infra_ctx(|| "cannot read the overlay's blocks".into())?;
+    if bytes.len() as u64 != len {
+        return Err(Error::infra(format!(
+            "qemu-img dd returned {} bytes of {len} at offset {offset}",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Writes each `(offset, bytes)` into the overlay's virtual disk (the base stays untouched).
