@@ -18,12 +18,16 @@ pub mod console;
 pub mod device;
 pub mod error;
 pub mod exit_code;
+pub mod interrupt;
 pub mod flash;
 pub mod image;
 pub mod paths;
 pub mod process;
 pub mod qemu;
 pub mod reference;
+pub mod report;
+pub mod runner;
 pub mod ssh;
+pub mod target;
 
 pub use error::{Error, Result};

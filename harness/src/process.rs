@@ -5,6 +5,20 @@
 //! [`Child`] kills the group and reaps it.
 
 use std::process::Command;
+use std::sync::Mutex;
+
+/// The process groups of the live children, for [`kill_all`].
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Kills every live child's process group (used when the harness is interrupted).
+pub fn kill_all() {
+    for pid in LIVE.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        // SAFETY: plain syscall on a group we created.
+        unsafe {
+            libc::killpg(*pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+}
 
 use crate::error::{Context, Result};
 
@@ -34,7 +48,14 @@ impl Child {
                 Ok(())
             });
         }
-        let inner = cmd.spawn().infra_ctx(|| format!("cannot start {what}"))?;
+        let inner = cmd.spawn().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                crate::Error::input(format!("cannot start {what}: {:?} not found", cmd.get_program()))
+            } else {
+                crate::Error::infra(format!("cannot start {what}: {e}"))
+            }
+        })?;
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(inner.id());
         Ok(Child {
             inner,
             what: what.to_string(),
@@ -96,6 +117,9 @@ impl Child {
             }
         }
         let _ = self.inner.wait();
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|&p| p != self.inner.id());
     }
 }
 

@@ -33,7 +33,7 @@ require_tools() {
 	for spec in "$@"; do
 		cmd=${spec%%:*}
 		pkg=${spec#*:}
-		if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then
+		if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -e "$cmd" ]; then
 			missing+=("$cmd (apt-get install $pkg)")
 		fi
 	done

@@ -8,6 +8,7 @@
 pub mod accel;
 pub mod overlay;
 pub mod qmp;
+pub mod target;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

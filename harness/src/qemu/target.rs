@@ -1,0 +1,112 @@
+//! A QEMU machine as a [`Target`]: the image lives in a copy-on-write overlay that is edited
+//! while the machine is off, so the user's image is never written.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{QemuMachine, QemuOptions};
+use crate::config::suite::Capability;
+use crate::console::Console;
+use crate::device::Power;
+use crate::error::Result;
+use crate::image::configure::{changed_ranges, edit_boot_partition, Change};
+use crate::image::partitions::Partition;
+use crate::target::Target;
+
+/// A QEMU machine playing the device.
+pub struct QemuTarget {
+    name: String,
+    machine: QemuMachine,
+    opts: QemuOptions,
+    console: Console,
+    boot: Partition,
+    notes: Vec<String>,
+}
+
+impl QemuTarget {
+    /// A target for the machine `name`, booting `opts.base_image` whose boot partition is
+    /// `boot`.
+    pub fn new(
+        name: &str,
+        opts: QemuOptions,
+        console: Console,
+        boot: Partition,
+        notes: Vec<String>,
+    ) -> Result<QemuTarget> {
+        let machine = QemuMachine::create(opts.clone(), console.clone())?;
+        Ok(QemuTarget {
+            name: name.to_string(),
+            machine,
+            opts,
+            console,
+            boot,
+            notes,
+        })
+    }
+
+    /// The overlay holding the device's disk.
+    pub fn overlay(&self) -> PathBuf {
+        self.machine.overlay()
+    }
+
+    /// The QEMU machine itself (for QMP-level control).
+    pub fn machine(&mut self) -> &mut QemuMachine {
+        &mut self.machine
+    }
+}
+
+impl Target for QemuTarget {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn power(&mut self) -> &mut dyn Power {
+        &mut self.machine
+    }
+
+    fn console(&self) -> &Console {
+        &self.console
+    }
+
+    fn ssh_addr(&mut self, _timeout: Duration) -> Result<SocketAddr> {
+        Ok(self.machine.ssh_addr())
+    }
+
+    fn engine_addr(&self) -> Option<SocketAddr> {
+        Some(self.machine.engine_addr())
+    }
+
+    fn host_addr(&self) -> Option<IpAddr> {
+        // QEMU's user network maps its gateway to the host's loopback.
+        Some(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2)))
+    }
+
+    fn capabilities(&self) -> Vec<Capability> {
+        vec![Capability::Power]
+    }
+
+    fn fresh_image(&mut self) -> Result<()> {
+        self.machine.off()?;
+        self.machine = QemuMachine::create(self.opts.clone(), self.console.clone())?;
+        Ok(())
+    }
+
+    fn configure_image(&mut self, changes: &[Change]) -> Result<()> {
+        self.machine.off()?;
+        let overlay = self.machine.overlay();
+        let before = super::overlay::read(&overlay, self.boot.start, self.boot.size)?;
+        let mut after = before.clone();
+        edit_boot_partition(&mut after, changes)?;
+        let ranges = changed_ranges(&before, &after, 64 << 10);
+        let writes: Vec<(u64, &[u8])> = ranges
+            .iter()
+            .map(|&(off, len)| (self.boot.start + off, &after[off as usize..(off + len) as usize]))
+            .collect();
+        super::overlay::write(&overlay, &writes)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+}

@@ -1,0 +1,235 @@
+//! The device as the steps see it: a target plus a cached SSH session, the run's key, the
+//! current test's transcript, and the few operations every step kind builds on.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::image::configure::Change;
+use crate::ssh::{self, ExecOutput, Ssh, SshTarget};
+use crate::target::Target;
+
+/// A device under test during a run.
+pub struct Dut<'t> {
+    /// The device.
+    pub target: &'t mut dyn Target,
+    /// The run's private key (its public half is in `os.sshKeys`).
+    pub key: PathBuf,
+    /// Values substituted for `{{name}}` in step strings.
+    pub vars: BTreeMap<String, String>,
+    /// The run's folder (for files fetched from the device).
+    pub run_dir: PathBuf,
+    ssh: Option<Ssh>,
+    transcript: String,
+    properties: Vec<(String, String)>,
+}
+
+impl<'t> Dut<'t> {
+    /// Wraps `target` for a run.
+    pub fn new(target: &'t mut dyn Target, key: PathBuf, run_dir: PathBuf) -> Dut<'t> {
+        Dut {
+            target,
+            key,
+            vars: BTreeMap::new(),
+            run_dir,
+            ssh: None,
+            transcript: String::new(),
+            properties: Vec::new(),
+        }
+    }
+
+    /// Takes the transcript and figures gathered since the last call (one test's worth).
+    pub fn take_test_record(&mut self) -> (String, Vec<(String, String)>) {
+        (
+            std::mem::take(&mut self.transcript),
+            std::mem::take(&mut self.properties),
+        )
+    }
+
+    /// Records a figure for the report.
+    pub fn record(&mut self, key: &str, value: impl ToString) {
+        self.properties.push((key.to_string(), value.to_string()));
+    }
+
+    /// Appends a line to the transcript.
+    pub fn note(&mut self, line: &str) {
+        let _ = writeln!(self.transcript, "# {line}");
+    }
+
+    /// Replaces `{{name}}` with the run's values.
+    pub fn expand(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for (k, v) in &self.vars {
+            out = out.replace(&format!("{{{{{k}}}}}"), v);
+        }
+        out
+    }
+
+    fn ssh_target(&mut self, with_key: bool, timeout: Duration) -> Result<SshTarget> {
+        Ok(SshTarget {
+            addr: self.target.ssh_addr(timeout)?,
+            key: with_key.then(|| self.key.clone()),
+        })
+    }
+
+    /// Waits for the SSH banner and logs in with the run's key, within `timeout`.
+    pub fn connect(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let target = self.ssh_target(true, timeout)?;
+        ssh::wait_for_banner(target.addr, timeout)?;
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
+        self.ssh = Some(Ssh::connect(&target, left)?);
+        Ok(())
+    }
+
+    /// Drops the SSH session (the device is going down).
+    pub fn disconnect(&mut self) {
+        self.ssh = None;
+    }
+
+    /// Logs in once, without the run's key, to see whether the device allows it.
+    pub fn try_login_without_key(&mut self, timeout: Duration) -> Result<Ssh> {
+        let target = self.ssh_target(false, timeout)?;
+        Ssh::connect(&target, timeout)
+    }
+
+    /// Runs `command` over SSH, reconnecting once if the session was lost; adds it to the
+    /// transcript.
+    pub fn exec(&mut self, command: &str, timeout: Duration) -> Result<ExecOutput> {
+        self.exec_with_input(command, b"", timeout)
+    }
+
+    /// [`Dut::exec`] with bytes on the command's stdin.
+    pub fn exec_with_input(&mut self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput> {
+        if self.ssh.is_none() {
+            self.connect(timeout)?;
+        }
+        let first = self.ssh.as_ref().expect("connected above").exec(command, stdin, timeout);
+        let out = match first {
+            Err(Error::Infra(_)) => {
+                // The session may have died with a reboot; one fresh connection settles it.
+                self.connect(timeout)?;
+                self.ssh.as_ref().expect("connected above").exec(command, stdin, timeout)?
+            }
+            other => other?,
+        };
+        let _ = writeln!(self.transcript, "$ {command}");
+        self.transcript.push_str(&out.stdout);
+        if !out.stderr.is_empty() {
+            let _ = writeln!(self.transcript, "[stderr]\n{}", out.stderr.trim_end());
+        }
+        let _ = writeln!(self.transcript, "[exit {}]", out.status);
+        Ok(out)
+    }
+
+    /// The device's boot id (changes with every boot).
+    pub fn boot_id(&mut self, timeout: Duration) -> Result<String> {
+        Ok(self.exec("cat /proc/sys/kernel/random/boot_id", timeout)?.stdout.trim().to_string())
+    }
+
+    /// Waits until the device answers SSH with a boot id other than `old`.
+    pub fn wait_for_new_boot(&mut self, old: &str, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        self.disconnect();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::infra(format!(
+                    "gave up after {}s waiting for the device to come back with a new boot id over SSH",
+                    timeout.as_secs()
+                )));
+            }
+            let attempt = self
+                .connect(left)
+                .and_then(|_| self.boot_id(left.min(Duration::from_secs(20))));
+            match attempt {
+                Ok(id) if id != old => return Ok(start.elapsed()),
+                Ok(_) => {
+                    self.disconnect();
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(Error::Failed(m)) => return Err(Error::Failed(m)),
+                Err(_) => std::thread::sleep(Duration::from_secs(1)),
+            }
+        }
+    }
+
+    /// Powers the device on and waits for SSH; returns how long it took.
+    pub fn boot(&mut self, timeout: Duration) -> Result<Duration> {
+        let start = Instant::now();
+        self.disconnect();
+        self.target.power().on()?;
+        self.connect(timeout).map_err(|e| match e {
+            Error::Infra(m) => Error::Infra(format!("the device did not boot: {m}")),
+            other => other,
+        })?;
+        Ok(start.elapsed())
+    }
+
+    /// Reboots from the device's own shell and waits for it to come back.
+    pub fn reboot(&mut self, timeout: Duration) -> Result<Duration> {
+        let old = self.boot_id(Duration::from_secs(30))?;
+        // Detach the reboot so the SSH command returns before the connection drops.
+        let _ = self.exec("(sleep 1; reboot) >/dev/null 2>&1 &", Duration::from_secs(15));
+        self.wait_for_new_boot(&old, timeout)
+    }
+
+    /// Cuts the power, restores it and waits for SSH.
+    pub fn power_cycle(&mut self, timeout: Duration) -> Result<Duration> {
+        self.disconnect();
+        self.target.power().off()?;
+        self.boot(timeout)
+    }
+
+    /// Changes the image while the device is off, then boots it.
+    pub fn configure_image(&mut self, changes: &[Change], timeout: Duration) -> Result<Duration> {
+        self.disconnect();
+        self.target.power().off()?;
+        self.target.configure_image(changes)?;
+        self.boot(timeout)
+    }
+
+    /// Changes `/mnt/boot/config.json` (and boot-partition files) on the running device.
+    pub fn configure_live(&mut self, changes: &[Change], timeout: Duration) -> Result<()> {
+        use crate::image::config_json::ConfigJson;
+        let current = self.exec("cat /mnt/boot/config.json", timeout)?;
+        if current.status != 0 {
+            return Err(Error::failed(format!(
+                "cannot read /mnt/boot/config.json on the device: {}",
+                current.stderr.trim()
+            )));
+        }
+        let mut config = ConfigJson::parse(current.stdout.as_bytes(), "the device's config.json")?;
+        for change in changes {
+            match change {
+                Change::Set(k, v) => config.set(k, v)?,
+                Change::Remove(k) => config.remove(k),
+                Change::ReplaceConfig(c) => config = c.clone(),
+                Change::WriteFile(path, bytes) => {
+                    let remote = format!("/mnt/boot/{}", path.trim_start_matches('/'));
+                    self.write_file(&remote, bytes, timeout)?;
+                }
+            }
+        }
+        let bytes = config.to_pretty_bytes();
+        self.write_file("/mnt/boot/config.json", &bytes, timeout)
+    }
+
+    /// Writes `bytes` to `remote` on the device, atomically.
+    pub fn write_file(&mut self, remote: &str, bytes: &[u8], timeout: Duration) -> Result<()> {
+        let q = ssh::shell_quote(remote);
+        let tmp = ssh::shell_quote(&format!("{remote}.harness-tmp"));
+        let cmd = format!("mkdir -p \"$(dirname {q})\" && cat > {tmp} && sync && mv {tmp} {q} && sync");
+        let out = self.exec_with_input(&cmd, bytes, timeout)?;
+        if out.status != 0 {
+            return Err(Error::failed(format!(
+                "cannot write {remote} on the device: {}",
+                out.stderr.trim()
+            )));
+        }
+        Ok(())
+    }
+}

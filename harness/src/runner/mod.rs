@@ -1,0 +1,283 @@
+//! The runner: plan → device → results → report.
+//!
+//! One target runs the planned suites in order. A suite that wants a fresh device gets a
+//! fresh copy of the image, configured with the suite's `config.json` and the run's SSH key,
+//! and one boot; its tests then run in order against that device.
+
+pub mod builtin;
+pub mod dut;
+pub mod plan;
+pub mod steps;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::suite::Capability;
+use crate::console::Console;
+use crate::error::{Context, Error, Result};
+use crate::image::configure::Change;
+use crate::qemu::accel::{self, Accel};
+use crate::qemu::target::QemuTarget;
+use crate::qemu::{Network, QemuOptions};
+use crate::report::{Counts, Outcome, Reporter, RunInfo, TestResult};
+use crate::target::Target;
+use dut::Dut;
+use plan::Plan;
+
+/// What `harness run` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The machine type.
+    pub machine: String,
+    /// Suites, as `suite/os`, `suites/os` or a path.
+    pub suites: Vec<String>,
+    /// The image; default: the machine's reference image.
+    pub image: Option<PathBuf>,
+    /// The run's folder; default `reports/<date>-<machine>`.
+    pub out: Option<PathBuf>,
+    /// Where to write the JUnit file; default `<out>/junit.xml`.
+    pub junit: Option<PathBuf>,
+    /// A regex over `suite/test` selecting the tests to run.
+    pub filter: Option<String>,
+    /// Go on after a failed test instead of stopping the run.
+    pub keep_going: bool,
+    /// Force an accelerator instead of probing.
+    pub accel: Option<Accel>,
+    /// Keep the overlay and work files after the run.
+    pub keep: bool,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The run's folder.
+    pub dir: PathBuf,
+    /// The JUnit file.
+    pub junit: PathBuf,
+    /// Outcome counts.
+    pub counts: Counts,
+    /// Whether Ctrl-C or SIGTERM cut it short.
+    pub interrupted: bool,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+impl RunSummary {
+    /// The process exit code for this run.
+    pub fn exit_code(&self) -> i32 {
+        use crate::exit_code::*;
+        if self.interrupted {
+            INTERRUPTED
+        } else if self.counts.errors > 0 {
+            INFRASTRUCTURE
+        } else if self.counts.failed > 0 {
+            TEST_FAILED
+        } else {
+            SUCCESS
+        }
+    }
+}
+
+/// Runs the suites on a QEMU machine; `say` receives the progress lines.
+pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<RunSummary> {
+    let started = Instant::now();
+    let plan = plan::build(root, &opts.machine, &opts.suites, opts.filter.as_deref())?;
+    let qemu_spec = plan.machine.qemu.clone().ok_or_else(|| {
+        Error::input(format!(
+            "machine `{}` has no QEMU settings; run it on a rig (--rig)",
+            plan.machine.name
+        ))
+    })?;
+    let dir = plan::run_dir(root, opts.out.as_deref(), &plan.machine.name);
+    std::fs::create_dir_all(&dir).infra_ctx(|| format!("cannot create {}", dir.display()))?;
+    let media = media::prepare(root, &plan.machine, opts.image.as_deref(), &dir, say)?;
+
+    let mut notes = Vec::new();
+    let accel = match opts.accel {
+        Some(a) => {
+            notes.push(format!("accelerator: {} (forced)", a.qemu_name()));
+            a
+        }
+        None => accel::choose(&qemu_spec.binary, media.probe_kernel.as_deref(), &mut |l| notes.push(l)),
+    };
+    notes.push("network: QEMU user networking (SSH and 2375 forwarded on 127.0.0.1)".into());
+    for n in &notes {
+        say(n);
+    }
+    let key = keys::generate(&dir)?;
+    let console = Console::new(&dir.join("serial.log"))?;
+    let qemu_dir = dir.join("qemu");
+    let mut target = QemuTarget::new(
+        &plan.machine.name,
+        QemuOptions {
+            spec: qemu_spec,
+            base_image: media.image.clone(),
+            dir: qemu_dir.clone(),
+            accel,
+            network: Network::User,
+        },
+        console,
+        media.boot.clone(),
+        notes.clone(),
+    )?;
+    let junit = opts.junit.clone().unwrap_or_else(|| dir.join("junit.xml"));
+    let mut reporter = Reporter::new(
+        &dir,
+        junit.clone(),
+        RunInfo {
+            target: plan.machine.name.clone(),
+            image: media.image.clone(),
+            started: SystemTime::now(),
+            notes,
+        },
+    )?;
+    let mut vars = media.vars.clone();
+    vars.insert("slug".into(), plan.machine.slug.clone());
+    vars.insert("machine".into(), plan.machine.name.clone());
+    if let Some(ip) = target.host_addr() {
+        vars.insert("host_ip".into(), ip.to_string());
+    }
+
+    let interrupted = {
+        let mut dut = Dut::new(&mut target, key.private.clone(), dir.clone());
+        dut.vars = vars;
+        run_suites(&plan, &mut dut, &key.public, opts, &mut reporter, say)?
+    };
+    let _ = target.power().off();
+    if interrupted {
+        reporter.interrupted()?;
+    }
+    if !opts.keep {
+        let _ = std::fs::remove_file(target.overlay());
+    }
+    Ok(RunSummary {
+        dir,
+        junit,
+        counts: Counts::of(reporter.results()),
+        interrupted,
+        duration: started.elapsed(),
+    })
+}
+
+/// Runs every planned suite; returns whether the run was interrupted.
+fn run_suites(
+    plan: &Plan,
+    dut: &mut Dut,
+    public_key: &str,
+    opts: &RunOptions,
+    reporter: &mut Reporter,
+    say: &mut dyn FnMut(&str),
+) -> Result<bool> {
+    let mut stop: Option<String> = None;
+    let mut booted = false;
+    for planned in &plan.suites {
+        let suite = &planned.suite;
+        let mut boot_error: Option<String> = None;
+        let mut boot_seconds = None;
+        let any_selected = planned.selected.iter().any(|&s| s);
+        if stop.is_none() && any_selected && (suite.file.fresh || !booted) {
+            say(&format!("{}: booting a fresh device", suite.name));
+            match fresh_boot(dut, suite, public_key) {
+                Ok(took) => {
+                    booted = true;
+                    boot_seconds = Some(took.as_secs_f64());
+                    say(&format!("{}: device up (SSH) after {:.1}s", suite.name, took.as_secs_f64()));
+                }
+                Err(e) if crate::interrupt::requested() => {
+                    let _ = e;
+                    return Ok(true);
+                }
+                Err(e @ Error::Input(_)) => return Err(e),
+                Err(e) => boot_error = Some(e.to_string()),
+            }
+        }
+        for ((name, test), &selected) in suite.tests.iter().zip(&planned.selected) {
+            let begin = Instant::now();
+            let console_from = dut.target.console().position();
+            let outcome = if !selected {
+                continue;
+            } else if let Some(why) = &stop {
+                Outcome::Skipped(why.clone())
+            } else if let Some(e) = &boot_error {
+                Outcome::Error(format!("the device did not come up: {e}"))
+            } else if let Some(missing) = missing_capability(&test.requires, &dut.target.capabilities()) {
+                Outcome::Skipped(missing)
+            } else {
+                say(&format!("RUN   {}/{name}", suite.name));
+                run_test(dut, suite, test)
+            };
+            if crate::interrupt::requested() {
+                return Ok(true);
+            }
+            let (transcript, mut properties) = dut.take_test_record();
+            if let Some(s) = boot_seconds.take() {
+                properties.insert(0, ("boot_seconds".into(), format!("{s:.1}")));
+            }
+            let result = TestResult {
+                suite: suite.name.clone(),
+                name: name.clone(),
+                outcome,
+                duration: begin.elapsed(),
+                properties,
+                transcript,
+                console: dut
+                    .target
+                    .console()
+                    .text_between(console_from, dut.target.console().position()),
+            };
+            say(&crate::report::terminal::line(&result));
+            if matches!(result.outcome, Outcome::Failed(_) | Outcome::Error(_)) && !opts.keep_going && stop.is_none() {
+                stop = Some(format!("not run: {}/{name} failed (use --keep-going to run on)", suite.name));
+            }
+            reporter.add(result)?;
+        }
+    }
+    Ok(false)
+}
+
+/// A fresh image with the suite's configuration and the run's key, booted to SSH.
+fn fresh_boot(dut: &mut Dut, suite: &crate::config::suite::Suite, public_key: &str) -> Result<Duration> {
+    dut.disconnect();
+    dut.target.power().off()?;
+    dut.target.fresh_image()?;
+    let mut changes: Vec<Change> = suite
+        .file
+        .config
+        .iter()
+        .map(|(k, v)| Change::Set(k.clone(), v.to_string()))
+        .collect();
+    changes.push(Change::Set(
+        "os.sshKeys".into(),
+        serde_json::json!([public_key]).to_string(),
+    ));
+    dut.target.configure_image(&changes)?;
+    dut.boot(Duration::from_secs(300))
+}
+
+fn missing_capability(requires: &[Capability], has: &[Capability]) -> Option<String> {
+    requires.iter().find(|c| !has.contains(c)).map(|c| match c {
+        Capability::Lan => "needs a LAN shared with the device (run as root for the private network)".to_string(),
+        Capability::Power => "needs a power switch the harness controls".to_string(),
+    })
+}
+
+/// Runs one test's steps in order, bounded by its timeout.
+fn run_test(dut: &mut Dut, suite: &crate::config::suite::Suite, test: &crate::config::suite::TestFile) -> Outcome {
+    let deadline = Instant::now() + Duration::from_secs(test.timeout);
+    for (i, step) in test.steps.iter().enumerate() {
+        let budget = deadline.saturating_duration_since(Instant::now());
+        if budget.is_zero() {
+            return Outcome::Failed(format!("the test ran past its timeout of {}s", test.timeout));
+        }
+        match steps::run(dut, step, &suite.dir, budget) {
+            Ok(()) => {}
+            Err(Error::Failed(m)) => return Outcome::Failed(format!("step {}: {m}", i + 1)),
+            Err(Error::Interrupted) => return Outcome::Error("interrupted".into()),
+            Err(e) => return Outcome::Error(format!("step {}: {e}", i + 1)),
+        }
+    }
+    Outcome::Passed
+}
+
+pub mod keys;
+pub mod media;

@@ -1,0 +1,34 @@
+//! A device under test, whatever plays it: the seam between the runner and QEMU or a board.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::config::suite::Capability;
+use crate::console::Console;
+use crate::device::Power;
+use crate::error::Result;
+use crate::image::configure::Change;
+
+/// One device the runner drives.
+pub trait Target {
+    /// The target's name for reports (`qemux86-64`, `rig pi4-1`).
+    fn name(&self) -> String;
+    /// Its power switch.
+    fn power(&mut self) -> &mut dyn Power;
+    /// Its serial console.
+    fn console(&self) -> &Console;
+    /// Where its SSH daemon (port 22222) is reached from the harness.
+    fn ssh_addr(&mut self, timeout: Duration) -> Result<SocketAddr>;
+    /// Where its engine's TCP API (port 2375) is reached from the harness.
+    fn engine_addr(&self) -> Option<SocketAddr>;
+    /// The harness's own address as the device sees it (to serve it files).
+    fn host_addr(&self) -> Option<IpAddr>;
+    /// What it can do beyond the basics.
+    fn capabilities(&self) -> Vec<Capability>;
+    /// Puts a fresh copy of the image on the device's storage (power must be off).
+    fn fresh_image(&mut self) -> Result<()>;
+    /// Changes files in the image's boot partition (power must be off).
+    fn configure_image(&mut self, changes: &[Change]) -> Result<()>;
+    /// Lines about the set-up for the report (accelerator, network).
+    fn notes(&self) -> Vec<String>;
+}

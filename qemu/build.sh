@@ -1,0 +1,102 @@
+#!/bin/bash
+# Build the balenaOS reference image for qemux86-64.
+#
+#   bash qemu/build.sh OUT_DIR      (as root; OUT_DIR exists and is empty)
+#
+# Writes OUT_DIR/image.img (OS 1.0.0), OUT_DIR/hostapp-1.0.1.ext4.zst (the
+# update payload) and OUT_DIR/build.json. Everything else happens in a temp
+# dir removed on exit; downloaded .debs are kept in
+# ${HARNESS_CACHE:-$HOME/.cache/harness}/debs (not part of any cache key).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=lib/common.sh
+. "$HERE/lib/common.sh"
+# shellcheck source=lib/rootfs.sh
+. "$HERE/lib/rootfs.sh"
+# shellcheck source=lib/kernel.sh
+. "$HERE/lib/kernel.sh"
+# shellcheck source=lib/bootpart.sh
+. "$HERE/lib/bootpart.sh"
+# shellcheck source=lib/disk.sh
+. "$HERE/lib/disk.sh"
+
+VERSION=1.0.0
+UPDATE_VERSION=1.0.1
+MACHINE=qemux86-64
+BOOT_MIB=40
+STATE_MIB=64
+DATA_MIB=1024
+BUSYBOX=/bin/busybox
+
+OUT=${1:-}
+[ -n "$OUT" ] || die "usage: bash qemu/build.sh OUT_DIR"
+[ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot need it)"
+require_tools debootstrap:debootstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
+	sfdisk:fdisk grub-mkstandalone:grub-common grub-editenv:grub-common \
+	/usr/lib/grub/x86_64-efi/linux.mod:grub-efi-amd64-bin zstd:zstd jq:jq cpio:cpio \
+	dpkg-deb:dpkg apt-get:apt apt-cache:apt truncate:coreutils "$BUSYBOX:busybox-static"
+if grep -q '/lib64/ld-linux-x86-64.so' "$BUSYBOX"; then
+	die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"
+fi
+[ -d "$OUT" ] || die "output directory $OUT does not exist"
+OUT=$(cd "$OUT" && pwd)
+CACHE=${HARNESS_CACHE:-$HOME/.cache/harness}/debs
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/harness-image.XXXXXX")
+ROOT=$WORK/rootfs
+cleanup() {
+	# debootstrap mounts proc/sys in the target; never follow them.
+	local m
+	for m in proc sys dev/pts dev run; do
+		umount -l "$ROOT/$m" 2>/dev/null || true
+	done
+	rm -rf --one-file-system "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+STEPS=8
+step "bootstrapping Debian bookworm (debootstrap minbase, debs cached in $CACHE)"
+rootfs_bootstrap "$ROOT" "$CACHE"
+
+step "configuring the rootfs (balenaOS services and files)"
+rootfs_configure "$ROOT" "$HERE/rootfs"
+
+step "installing the kernel and building the initramfs"
+KDEB=$(kernel_fetch "$CACHE")
+KVER=$(kernel_install "$KDEB" "$ROOT" "$WORK")
+initramfs_build "$ROOT" "$KVER" "$HERE/initramfs/init" "$ROOT/boot/initrd.img"
+rootfs_trim "$ROOT"
+
+# Root slots: the rootfs plus ~25% headroom (ext4 metadata and journal
+# included), in 4 MiB steps.
+ROOT_MIB=$(round_up $(($(dir_mib "$ROOT") * 5 / 4 + 16)) 4)
+
+step "making root filesystems $VERSION and $UPDATE_VERSION (${ROOT_MIB} MiB each)"
+rootfs_set_version "$ROOT" "$VERSION"
+cp "$ROOT/usr/lib/os-release" "$WORK/os-release"
+mkext4 "$WORK/rootA.ext4" "$ROOT_MIB" resin-rootA "$ROOT"
+mkext4 "$WORK/rootB.ext4" "$ROOT_MIB" resin-rootB
+rootfs_set_version "$ROOT" "$UPDATE_VERSION"
+mkext4 "$WORK/update.ext4" "$ROOT_MIB" resin-rootB "$ROOT"
+
+step "compressing the update payload hostapp-$UPDATE_VERSION.ext4.zst"
+zstd -q -T0 -3 -f "$WORK/update.ext4" -o "$OUT/hostapp-$UPDATE_VERSION.ext4.zst"
+rm -f "$WORK/update.ext4"
+
+step "making resin-boot (GRUB EFI, grub.cfg, grubenv, config.json)"
+bootpart_tree "$WORK/boot" "$HERE/grub" "$WORK/os-release"
+mkvfat "$WORK/boot.vfat" "$BOOT_MIB" resin-boot "$WORK/boot"
+
+step "making resin-state and resin-data"
+mkdir -p "$WORK/state/root-overlay/etc/ssh/hostkeys" "$WORK/state/root-overlay/var/log/journal"
+mkext4 "$WORK/state.ext4" "$STATE_MIB" resin-state "$WORK/state"
+mkext4 "$WORK/data.ext4" "$DATA_MIB" resin-data
+
+step "assembling image.img (msdos: boot, rootA, rootB, extended: state, data)"
+disk_assemble "$OUT/image.img" "$WORK/boot.vfat" "$WORK/rootA.ext4" "$WORK/rootB.ext4" \
+	"$WORK/state.ext4" "$WORK/data.ext4"
+jq -n --arg m "$MACHINE" --arg v "$VERSION" --arg uf "hostapp-$UPDATE_VERSION.ext4.zst" --arg uv "$UPDATE_VERSION" \
+	'{machine: $m, image: "image.img", version: $v, update: {file: $uf, version: $uv}}' >"$OUT/build.json"
+echo "==> done: $OUT/image.img ($(du -h --apparent-size "$OUT/image.img" | cut -f1) sparse, $(du -h "$OUT/image.img" | cut -f1) used)"
