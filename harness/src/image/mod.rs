@@ -1,11 +1,13 @@
 //! Disk images on the host: compressed sources, partition tables, the boot partition.
 
+pub mod bootfs;
 pub mod partitions;
 pub mod source;
 pub mod testimg;
 
 use std::path::Path;
 
+pub use bootfs::{open_boot, BootFs};
 pub use partitions::{read_table, FsKind, Partition, PartitionTable, ReadOnly, TableKind};
 
 use crate::error::Error;

@@ -40,7 +40,7 @@ pub fn make_test_image(path: &Path, kind: TableKind) -> Result<()> {
 
 /// Like [`make_test_image`], for a disk of `disk_size` bytes (at least 128 MiB, whole MiB).
 pub fn make_test_image_sized(path: &Path, kind: TableKind, disk_size: u64) -> Result<()> {
-    if disk_size < 128 * MIB || disk_size % MIB != 0 {
+    if disk_size < 128 * MIB || !disk_size.is_multiple_of(MIB) {
         return Err(Error::input(format!(
             "test image size {disk_size} must be whole MiB, at least 128 MiB"
         )));
@@ -73,7 +73,7 @@ pub fn make_test_image_sized(path: &Path, kind: TableKind, disk_size: u64) -> Re
     let data_label = (kind == TableKind::Msdos).then_some("resin-data");
     fake_ext4(&mut file, data, data_label).infra_ctx(ctx)?;
     write_boot(&mut file).infra_ctx(ctx)?;
-    file.sync_all().infra_ctx(ctx)
+    file.flush().infra_ctx(ctx)
 }
 
 fn lba(bytes: u64) -> u32 {
