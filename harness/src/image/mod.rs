@@ -1,6 +1,7 @@
 //! Disk images on the host: compressed sources, partition tables, the boot partition.
 
 pub mod bootfs;
+pub mod config_json;
 pub mod partitions;
 pub mod source;
 pub mod testimg;
@@ -8,6 +9,7 @@ pub mod testimg;
 use std::path::Path;
 
 pub use bootfs::{open_boot, BootFs};
+pub use config_json::{parse_set_arg, ConfigJson};
 pub use partitions::{read_table, FsKind, Partition, PartitionTable, ReadOnly, TableKind};
 
 use crate::error::Error;
