@@ -13,6 +13,7 @@
 //! Each stage lives in its own module; a stage only imports the stages before it.
 
 pub mod board;
+pub mod cli;
 pub mod config;
 pub mod console;
 pub mod device;

@@ -1,3 +1,129 @@
+//! The `harness` binary: parses the command line, calls the library, maps errors to exit codes.
+
+use std::io::IsTerminal;
+
+use clap::Parser;
+use harness::cli::{Cli, Command, ImageCommand, RunArgs};
+use harness::error::{Context, Error, Result};
+use harness::{exit_code, paths};
+
 fn main() {
-    std::process::exit(0);
+    std::panic::set_hook(Box::new(|info| {
+        harness::process::kill_all();
+        eprintln!("harness: internal error: {info} (please report this)");
+        std::process::exit(exit_code::INFRASTRUCTURE);
+    }));
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HARNESS_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let code = match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("harness: error: {e}");
+            e.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Machines => {
+            let root = paths::project_root()?;
+            for m in harness::config::machine::list(&root)? {
+                println!("{:<20} {}", m.name, m.description);
+            }
+            Ok(exit_code::SUCCESS)
+        }
+        Command::Suites => {
+            let root = paths::project_root()?;
+            for s in harness::config::suite::list(&root)? {
+                println!("suite/{:<14} {} ({} tests)", s.name, s.file.description, s.tests.len());
+            }
+            Ok(exit_code::SUCCESS)
+        }
+        Command::Image(cmd) => image(cmd),
+    }
+}
+
+fn run(args: RunArgs) -> Result<i32> {
+    harness::interrupt::install();
+    let root = paths::project_root()?;
+    let opts = harness::runner::RunOptions {
+        machine: args.machine,
+        suites: args.suites,
+        image: args.image,
+        out: args.out,
+        junit: args.junit,
+        filter: args.filter,
+        keep_going: args.keep_going,
+        accel: args.accel.as_deref().and_then(harness::qemu::accel::Accel::parse),
+        keep: args.keep,
+    };
+    let summary = harness::runner::run(&root, &opts, &mut |line| eprintln!("{line}"))?;
+    eprintln!(
+        "{}{}",
+        harness::report::terminal::summary(&summary.counts, summary.duration),
+        if summary.interrupted { " (interrupted)" } else { "" }
+    );
+    eprintln!("report: {}", summary.junit.display());
+    Ok(summary.exit_code())
+}
+
+fn image(cmd: ImageCommand) -> Result<i32> {
+    use harness::image::configure::{configure, Change};
+    match cmd {
+        ImageCommand::Build { machine } => {
+            let root = paths::project_root()?;
+            let m = harness::config::machine::load(&root, &machine)?;
+            let recipe = m.reference_image.ok_or_else(|| {
+                Error::input(format!("machine `{machine}` has no reference image recipe"))
+            })?;
+            let tty = std::io::stderr().is_terminal();
+            let build = harness::reference::build(&root, &recipe, &mut |line| {
+                if tty || line.starts_with("==>") {
+                    eprintln!("{line}");
+                }
+            })?;
+            println!("{}", build.image_path().display());
+            Ok(exit_code::SUCCESS)
+        }
+        ImageCommand::Inspect { image, json } => {
+            let inspection = harness::image::inspect::inspect(&image)?;
+            if json {
+                let text = serde_json::to_string_pretty(&inspection)
+                    .infra_ctx(|| "cannot render JSON".into())?;
+                println!("{text}");
+            } else {
+                print!("{inspection}");
+            }
+            Ok(exit_code::SUCCESS)
+        }
+        ImageCommand::Configure {
+            image,
+            set,
+            remove,
+            config,
+        } => {
+            let mut changes = Vec::new();
+            if let Some(path) = config {
+                let bytes = std::fs::read(&path).input_ctx(|| format!("cannot read {}", path.display()))?;
+                let parsed = harness::image::config_json::ConfigJson::parse(&bytes, &path.display().to_string())?;
+                changes.push(Change::ReplaceConfig(parsed));
+            }
+            for s in &set {
+                let (k, v) = harness::image::config_json::parse_set_arg(s)?;
+                changes.push(Change::Set(k, v));
+            }
+            changes.extend(remove.into_iter().map(Change::Remove));
+            if changes.is_empty() {
+                return Err(Error::input("nothing to change: give --set, --remove or --config"));
+            }
+            configure(&image, &changes)?;
+            Ok(exit_code::SUCCESS)
+        }
+    }
 }

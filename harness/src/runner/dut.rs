@@ -206,7 +206,9 @@ impl<'t> Dut<'t> {
         for change in changes {
             match change {
                 Change::Set(k, v) => config.set(k, v)?,
-                Change::Remove(k) => config.remove(k),
+                Change::Remove(k) => {
+                    config.remove(k);
+                }
                 Change::ReplaceConfig(c) => config = c.clone(),
                 Change::WriteFile(path, bytes) => {
                     let remote = format!("/mnt/boot/{}", path.trim_start_matches('/'));
