@@ -2,6 +2,7 @@
 
 pub mod bootfs;
 pub mod config_json;
+pub mod configure;
 pub mod partitions;
 pub mod source;
 pub mod testimg;
@@ -10,6 +11,7 @@ use std::path::Path;
 
 pub use bootfs::{open_boot, BootFs};
 pub use config_json::{parse_set_arg, ConfigJson};
+pub use configure::{changed_ranges, configure, edit_boot_partition, unpack_to, Change};
 pub use partitions::{read_table, FsKind, Partition, PartitionTable, ReadOnly, TableKind};
 
 use crate::error::Error;

@@ -63,12 +63,37 @@ fn open_zip_entry(path: &Path) -> Result<Box<dyn Read + Send>> {
                 .unwrap_or(false)
         })
         .ok_or_else(|| Error::input(format!("{} holds no .img file", path.display())))?;
-    // The zip reader borrows the archive, so read the entry through a pipe thread.
+    // The zip reader borrows the archive, so read the entry through a pipe thread; the reader
+    // reports the thread's error (a bad CRC, a truncated archive) instead of a short stream.
     let (reader, mut writer) = std::io::pipe().infra_ctx(|| "cannot create a pipe".into())?;
-    std::thread::spawn(move || {
-        if let Ok(mut entry) = archive.by_index(index) {
-            let _ = std::io::copy(&mut entry, &mut writer);
-        }
+    let copier = std::thread::spawn(move || -> std::io::Result<u64> {
+        let mut entry = archive.by_index(index).map_err(std::io::Error::other)?;
+        std::io::copy(&mut entry, &mut writer)
     });
-    Ok(Box::new(reader))
+    Ok(Box::new(ZipPipe {
+        reader,
+        copier: Some(copier),
+    }))
+}
+
+/// The reading end of the zip pipe; at its end, the copying thread's error, if any.
+struct ZipPipe {
+    reader: std::io::PipeReader,
+    copier: Option<std::thread::JoinHandle<std::io::Result<u64>>>,
+}
+
+impl Read for ZipPipe {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.reader.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(copier) = self.copier.take() {
+                match copier.join() {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(std::io::Error::other("zip reader thread panicked")),
+                }
+            }
+        }
+        Ok(n)
+    }
 }

@@ -1,0 +1,512 @@
+//! Edits an image's boot partition (config.json and other files) and unpacks packed images.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use super::bootfs::{open_boot, BootFs, BOOT_LABEL};
+use super::config_json::ConfigJson;
+use super::source::{open_raw_stream, Packing};
+use crate::error::{Context, Error, Result};
+
+/// One edit of the boot partition.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// Sets a dotted key of `config.json` to a raw value (see [`ConfigJson::set`]).
+    Set(String, String),
+    /// Removes a dotted key of `config.json`; nothing happens when it is absent.
+    Remove(String),
+    /// Replaces `config.json` as a whole.
+    ReplaceConfig(ConfigJson),
+    /// Writes a file into the boot partition (e.g. `system-connections/wifi`), replacing it.
+    WriteFile(String, Vec<u8>),
+}
+
+/// Applies `changes`, in order, to the boot partition of the raw image at `path`, in place.
+///
+/// Packed images (`.gz`, `.xz`, `.zst`, `.zip`) are refused: unpack them first ([`unpack_to`]).
+pub fn configure(path: &Path, changes: &[Change]) -> Result<()> {
+    let shown = path.display();
+    if Packing::of(path) != Packing::Raw {
+        return Err(Error::input(format!(
+            "{shown}: packed image; unpack it first (configure edits raw .img files in place)"
+        )));
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .input_ctx(|| format!("cannot open image {shown} for writing"))?;
+    let boot = open_boot(&mut file).map_err(super::at(path))?;
+    let origin = format!("{shown}: {BOOT_LABEL}/config.json");
+    apply(&boot, changes, &origin)?;
+    boot.close()?;
+    file.sync_data()
+        .infra_ctx(|| format!("cannot write image {shown}"))
+}
+
+/// Applies `changes` to an in-memory copy of just the boot partition (a whole FAT volume).
+///
+/// Pair it with [`changed_ranges`] to learn which blocks to write elsewhere.
+pub fn edit_boot_partition(part: &mut [u8], changes: &[Change]) -> Result<()> {
+    let len = part.len() as u64;
+    let boot = BootFs::from_range(Cursor::new(part), 0, len)?;
+    apply(&boot, changes, &format!("{BOOT_LABEL}/config.json"))?;
+    boot.close()
+}
+
+/// Applies the changes; `config.json` is read at most once and written once at the end.
+fn apply<D: Read + Write + Seek>(boot: &BootFs<D>, changes: &[Change], origin: &str) -> Result<()> {
+    let mut config: Option<ConfigJson> = None;
+    let mut dirty = false;
+    let load = |config: &mut Option<ConfigJson>| -> Result<()> {
+        if config.is_none() {
+            *config = Some(match boot.read("config.json")? {
+                Some(bytes) => ConfigJson::parse(&bytes, origin)?,
+                None => ConfigJson::default(),
+            });
+        }
+        Ok(())
+    };
+    for change in changes {
+        match change {
+            Change::Set(key, raw) => {
+                load(&mut config)?;
+                if let Some(c) = config.as_mut() {
+                    c.set(key, raw)?;
+                }
+                dirty = true;
+            }
+            Change::Remove(key) => {
+                load(&mut config)?;
+                if let Some(c) = config.as_mut() {
+                    c.remove(key);
+                }
+                dirty = true;
+            }
+            Change::ReplaceConfig(c) => {
+                config = Some(c.clone());
+                dirty = true;
+            }
+            Change::WriteFile(path, bytes) => {
+                let is_config = path
+                    .trim_start_matches('/')
+                    .eq_ignore_ascii_case("config.json");
+                if is_config {
+                    // A whole new config.json wins over the edits before it.
+                    config = None;
+                    dirty = false;
+                }
+                boot.write(path, bytes)?;
+            }
+        }
+    }
+    if let (true, Some(c)) = (dirty, &config) {
+        boot.write("config.json", &c.to_pretty_bytes())?;
+    }
+    Ok(())
+}
+
+/// The `(offset, len)` ranges of `after` that differ from `before`, compared `chunk` bytes at a
+/// time, adjacent chunks merged. Bytes of `after` past the end of `before` count as changed.
+pub fn changed_ranges(before: &[u8], after: &[u8], chunk: usize) -> Vec<(u64, u64)> {
+    let chunk = chunk.max(1);
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut off = 0;
+    while off < after.len() {
+        let end = (off + chunk).min(after.len());
+        let old = before.get(off..end.min(before.len())).unwrap_or(&[]);
+        if old != &after[off..end] {
+            match ranges.last_mut() {
+                Some((start, len)) if *start + *len == off as u64 => *len += (end - off) as u64,
+                _ => ranges.push((off as u64, (end - off) as u64)),
+            }
+        }
+        off = end;
+    }
+    ranges
+}
+
+const BLOCK: usize = 64 << 10;
+
+/// Decompresses a packed image into `dest_dir` as a sparse raw file and returns its path; a raw
+/// image returns its own path.
+///
+/// The result is named after the source without its packing (`x.img.xz` → `x.img`, `x.zip` →
+/// `x.img`). It appears only once complete, and is reused when it is newer than the source.
+pub fn unpack_to(path: &Path, dest_dir: &Path) -> Result<PathBuf> {
+    let packing = Packing::of(path);
+    if packing == Packing::Raw {
+        return Ok(path.to_path_buf());
+    }
+    let shown = path.display();
+    let src_meta = fs::metadata(path).input_ctx(|| format!("cannot open image {shown}"))?;
+    let dest = dest_dir.join(unpacked_name(path, packing));
+    if let (Ok(d), Ok(s)) = (
+        fs::metadata(&dest).and_then(|m| m.modified()),
+        src_meta.modified(),
+    ) {
+        if d >= s {
+            return Ok(dest);
+        }
+    }
+    fs::create_dir_all(dest_dir)
+        .infra_ctx(|| format!("cannot create directory {}", dest_dir.display()))?;
+    let file_name = dest.file_name().map(|n| n.to_string_lossy().into_owned());
+    let partial = dest_dir.join(format!(
+        ".{}.partial-{}",
+        file_name.unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = sparse_copy(path, &partial).and_then(|()| {
+        fs::rename(&partial, &dest).infra_ctx(|| format!("cannot create {}", dest.display()))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&partial);
+    }
+    result.map(|()| dest)
+}
+
+fn unpacked_name(path: &Path, packing: Packing) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let stem = name.rsplit_once('.').map(|(s, _)| s).unwrap_or(&name);
+    match packing {
+        Packing::Zip if !stem.ends_with(".img") => format!("{stem}.img"),
+        _ => stem.to_string(),
+    }
+}
+
+/// Copies the decompressed stream of `src` to `dest`, seeking over all-zero blocks.
+fn sparse_copy(src: &Path, dest: &Path) -> Result<()> {
+    let mut reader = open_raw_stream(src)?;
+    let write_ctx = || format!("cannot write {}", dest.display());
+    let mut out = File::create(dest).infra_ctx(write_ctx)?;
+    let mut buf = vec![0u8; BLOCK];
+    let mut pos: u64 = 0;
+    let mut skipped = false;
+    loop {
+        let n = fill(&mut reader, &mut buf)
+            .input_ctx(|| format!("{}: cannot decompress", src.display()))?;
+        if n == 0 {
+            break;
+        }
+        let block = &buf[..n];
+        if is_zero(block) {
+            skipped = true;
+        } else {
+            if skipped {
+                out.seek(SeekFrom::Start(pos)).infra_ctx(write_ctx)?;
+                skipped = false;
+            }
+            out.write_all(block).infra_ctx(write_ctx)?;
+        }
+        pos += n as u64;
+    }
+    out.set_len(pos).infra_ctx(write_ctx)?;
+    out.sync_data().infra_ctx(write_ctx)
+}
+
+/// Reads until `buf` is full or the stream ends; returns how much was read.
+fn fill(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match reader.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+fn is_zero(block: &[u8]) -> bool {
+    // OR-folding a chunk vectorises; checking chunk by chunk still stops early on data.
+    block
+        .chunks(4096)
+        .all(|c| c.iter().fold(0u8, |acc, &b| acc | b) == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::bootfs::open_boot;
+    use crate::image::partitions::{ReadOnly, TableKind};
+    use crate::image::testimg::{self, make_test_image};
+    use serde_json::json;
+    use std::os::unix::fs::MetadataExt;
+
+    fn image(kind: TableKind) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.img");
+        make_test_image(&path, kind).unwrap();
+        (dir, path)
+    }
+
+    fn read_boot(path: &Path, file: &str) -> Option<Vec<u8>> {
+        let boot = open_boot(ReadOnly(File::open(path).unwrap())).unwrap();
+        boot.read(file).unwrap()
+    }
+
+    fn config_of(path: &Path) -> serde_json::Value {
+        let bytes = read_boot(path, "config.json").unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn configure_round_trips_config_in_place() {
+        for kind in [TableKind::Msdos, TableKind::Gpt] {
+            let (_dir, path) = image(kind);
+            let size = fs::metadata(&path).unwrap().len();
+            let changes = [
+                Change::Set("hostname".into(), "rig-1".into()),
+                Change::Set("developmentMode".into(), "true".into()),
+                Change::Set("os.sshKeys".into(), r#"["ssh-ed25519 AAAA k"]"#.into()),
+                Change::Remove("persistentLogging".into()),
+                Change::WriteFile(
+                    "system-connections/eth-static".into(),
+                    b"[connection]\nid=eth\n".to_vec(),
+                ),
+            ];
+            configure(&path, &changes).unwrap();
+            assert_eq!(fs::metadata(&path).unwrap().len(), size);
+            assert_eq!(
+                config_of(&path),
+                json!({
+                    "deviceType": "generic-amd64",
+                    "hostname": "rig-1",
+                    "developmentMode": true,
+                    "os": {"sshKeys": ["ssh-ed25519 AAAA k"]}
+                })
+            );
+            assert_eq!(
+                read_boot(&path, "system-connections/eth-static").unwrap(),
+                b"[connection]\nid=eth\n"
+            );
+            // Other files are untouched.
+            assert_eq!(
+                read_boot(&path, "os-release").unwrap(),
+                testimg::OS_RELEASE.as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn replace_config_and_later_edits() {
+        let (_dir, path) = image(TableKind::Msdos);
+        let fresh = ConfigJson::parse(br#"{"uuid":"abc"}"#, "t").unwrap();
+        configure(
+            &path,
+            &[
+                Change::Set("hostname".into(), "lost".into()),
+                Change::ReplaceConfig(fresh),
+                Change::Set("hostname".into(), "kept".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config_of(&path), json!({"uuid": "abc", "hostname": "kept"}));
+        configure(
+            &path,
+            &[
+                Change::Set("hostname".into(), "lost".into()),
+                Change::WriteFile("/config.json".into(), br#"{"a":1}"#.to_vec()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config_of(&path), json!({"a": 1}));
+    }
+
+    #[test]
+    fn invalid_config_json_is_an_input_error() {
+        let (_dir, path) = image(TableKind::Msdos);
+        configure(
+            &path,
+            &[Change::WriteFile(
+                "config.json".into(),
+                b"{\"a\": }".to_vec(),
+            )],
+        )
+        .unwrap();
+        let err = configure(&path, &[Change::Set("a".into(), "1".into())]).unwrap_err();
+        assert!(matches!(err, Error::Input(_)));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: resin-boot/config.json: invalid JSON at line 1, column 7: expected value",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn configure_refuses_packed_and_bad_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("x.img.gz");
+        fs::write(&gz, b"whatever").unwrap();
+        let err = configure(&gz, &[]).unwrap_err();
+        assert!(matches!(err, Error::Input(_)));
+        assert!(err.to_string().contains("unpack it first"), "{err}");
+
+        let text = dir.path().join("x.img");
+        fs::write(&text, "just some text\n").unwrap();
+        let err = configure(&text, &[]).unwrap_err();
+        assert!(matches!(err, Error::Input(_)));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not a disk image (no msdos or GPT partition table)",
+                text.display()
+            )
+        );
+
+        let empty = dir.path().join("empty.img");
+        fs::write(&empty, b"").unwrap();
+        let err = configure(&empty, &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: not a disk image (no msdos or GPT partition table)",
+                empty.display()
+            )
+        );
+
+        let missing = dir.path().join("missing.img");
+        let err = configure(&missing, &[]).unwrap_err();
+        assert!(matches!(err, Error::Input(_)));
+    }
+
+    #[test]
+    fn in_memory_edit_changes_few_small_ranges() {
+        let (_dir, path) = image(TableKind::Msdos);
+        let mut file = File::open(&path).unwrap();
+        let mut before = vec![0u8; testimg::BOOT_SIZE as usize];
+        file.seek(SeekFrom::Start(testimg::BOOT_START)).unwrap();
+        file.read_exact(&mut before).unwrap();
+        let mut after = before.clone();
+        edit_boot_partition(
+            &mut after,
+            &[Change::Set("hostname".into(), "qemu-1".into())],
+        )
+        .unwrap();
+        let ranges = changed_ranges(&before, &after, 4096);
+        let total: u64 = ranges.iter().map(|r| r.1).sum();
+        assert!(!ranges.is_empty() && ranges.len() <= 6, "{ranges:?}");
+        assert!(total <= 6 * 4096, "{ranges:?}");
+        let boot = BootFs::from_range(Cursor::new(after), 0, testimg::BOOT_SIZE).unwrap();
+        let cfg = ConfigJson::parse(&boot.read("config.json").unwrap().unwrap(), "t").unwrap();
+        assert_eq!(cfg.get("hostname"), Some(&json!("qemu-1")));
+    }
+
+    #[test]
+    fn changed_ranges_merges_and_clips() {
+        let before = vec![0u8; 100];
+        let mut after = before.clone();
+        assert!(changed_ranges(&before, &after, 10).is_empty());
+        after[5] = 1;
+        after[15] = 1;
+        after[45] = 1;
+        after[99] = 1;
+        assert_eq!(
+            changed_ranges(&before, &after, 10),
+            vec![(0, 20), (40, 10), (90, 10)]
+        );
+        after.extend_from_slice(&[0; 5]);
+        assert_eq!(
+            changed_ranges(&before, &after, 10),
+            vec![(0, 20), (40, 10), (90, 15)]
+        );
+        assert_eq!(changed_ranges(&[1, 2], &[1, 3], 0), vec![(1, 1)]);
+    }
+
+    fn pack(raw: &Path, dest: &Path) {
+        let bytes = fs::read(raw).unwrap();
+        let out = File::create(dest).unwrap();
+        match Packing::of(dest) {
+            Packing::Gzip => {
+                let mut w = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+                w.write_all(&bytes).unwrap();
+                w.finish().unwrap();
+            }
+            Packing::Zstd => zstd::stream::copy_encode(&bytes[..], out, 1).unwrap(),
+            Packing::Xz => {
+                let mut w = liblzma::write::XzEncoder::new(out, 0);
+                w.write_all(&bytes).unwrap();
+                w.finish().unwrap();
+            }
+            Packing::Zip => {
+                let mut w = zip::ZipWriter::new(out);
+                let opts = zip::write::SimpleFileOptions::default()
+                    .compression_method(zip::CompressionMethod::Deflated);
+                w.start_file("balena.img", opts).unwrap();
+                w.write_all(&bytes).unwrap();
+                w.finish().unwrap();
+            }
+            Packing::Raw => unreachable!(),
+        }
+    }
+
+    /// A 16 MiB raw file with data at the start, in the middle and just before a zero tail.
+    fn sparse_raw() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.img");
+        let mut bytes = vec![0u8; 16 << 20];
+        for (i, b) in bytes[..300_000].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        bytes[(9 << 20) + 17] = 1;
+        bytes[(15 << 20) - 1] = 2;
+        fs::write(&path, &bytes).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn unpack_gives_the_same_bytes_sparsely() {
+        let (dir, raw) = sparse_raw();
+        let raw_bytes = fs::read(&raw).unwrap();
+        let out_dir = dir.path().join("out");
+        for name in ["t.img.gz", "t.img.zst", "t.img.xz", "t.zip"] {
+            let packed = dir.path().join(name);
+            pack(&raw, &packed);
+            let unpacked = unpack_to(&packed, &out_dir).unwrap();
+            assert_eq!(unpacked, out_dir.join("t.img"), "{name}");
+            let meta = fs::metadata(&unpacked).unwrap();
+            assert_eq!(meta.len(), raw_bytes.len() as u64, "{name}");
+            assert!(
+                fs::read(&unpacked).unwrap() == raw_bytes,
+                "{name}: bytes differ"
+            );
+            // The fixture holds well under 8 MiB of data in a 256 MiB image.
+            assert!(
+                meta.blocks() * 512 < 8 << 20,
+                "{name}: {} blocks",
+                meta.blocks()
+            );
+            // Newer than its source: reused, not unpacked again.
+            let again = unpack_to(&packed, &out_dir).unwrap();
+            assert_eq!(fs::metadata(&again).unwrap().ino(), meta.ino(), "{name}");
+            fs::remove_file(&unpacked).unwrap();
+        }
+        assert_eq!(unpack_to(&raw, &out_dir).unwrap(), raw);
+        let leftovers: Vec<_> = fs::read_dir(&out_dir).unwrap().collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn unpack_of_a_corrupt_archive_is_an_input_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["bad.img.gz", "bad.img.xz", "bad.img.zst", "bad.zip"] {
+            let packed = dir.path().join(name);
+            fs::write(&packed, b"definitely not compressed").unwrap();
+            let err = unpack_to(&packed, &dir.path().join("out")).unwrap_err();
+            assert!(matches!(err, Error::Input(_)), "{name}: {err}");
+            assert!(err.to_string().contains(name), "{name}: {err}");
+        }
+        let out: Vec<_> = fs::read_dir(dir.path().join("out"))
+            .map(|d| d.collect())
+            .unwrap_or_default();
+        assert!(out.is_empty());
+    }
+}
