@@ -104,7 +104,7 @@ pub fn cached(root: &Path, recipe: &str) -> Result<Option<Build>> {
     let out = crate::paths::cache_dir()
         .join("images")
         .join(format!("{recipe}-{}", recipe_key(&dir)?));
-    load(&out).map(Some).or_else(|_| Ok(None))
+    Ok(load(&out).ok())
 }
 
 /// Reads `build.json` in `dir`.

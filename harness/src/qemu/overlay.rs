@@ -76,7 +76,7 @@ pub fn write(overlay: &Path, writes: &[(u64, &[u8])]) -> Result<()> {
 /// The largest power-of-two block (up to 1 MiB) that divides both `offset` and `len`.
 fn block_size(offset: u64, len: u64) -> u64 {
     let mut bs = 1 << 20;
-    while bs > 512 && (offset % bs != 0 || len % bs != 0) {
+    while bs > 512 && (!offset.is_multiple_of(bs) || !len.is_multiple_of(bs)) {
         bs /= 2;
     }
     bs
