@@ -1,0 +1,67 @@
+//! Shared helpers for the integration tests: run the real `harness` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// Tests that boot QEMU take this lock: two TCG guests at once on two cores only slow both.
+pub static QEMU: Mutex<()> = Mutex::new(());
+
+/// The project root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The `harness` binary, run from the project root.
+pub fn harness() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `harness ARGS` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    harness().args(args).output().expect("running harness")
+}
+
+/// Stderr as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The JUnit schema Jenkins validates against (`../shared/schemas`).
+pub fn junit_schema() -> PathBuf {
+    root().parent().unwrap().join("shared/schemas/junit-10.xsd")
+}
+
+/// Validates `xml` against the JUnit schema with xmllint; panics with its complaint.
+pub fn assert_valid_junit(xml: &Path) {
+    let out = Command::new("xmllint")
+        .args(["--noout", "--schema"])
+        .arg(junit_schema())
+        .arg(xml)
+        .output()
+        .expect("xmllint (Debian's libxml2-utils) must be installed");
+    assert!(
+        out.status.success(),
+        "{} does not validate: {}",
+        xml.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The pids of QEMU processes whose command line mentions `needle`.
+pub fn qemu_pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.starts_with("qemu-system") && cmdline.contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
