@@ -3,6 +3,7 @@
 pub mod bootfs;
 pub mod config_json;
 pub mod configure;
+pub mod inspect;
 pub mod partitions;
 pub mod source;
 pub mod testimg;
@@ -12,6 +13,7 @@ use std::path::Path;
 pub use bootfs::{open_boot, BootFs};
 pub use config_json::{parse_set_arg, ConfigJson};
 pub use configure::{changed_ranges, configure, edit_boot_partition, unpack_to, Change};
+pub use inspect::{inspect, Inspection};
 pub use partitions::{read_table, FsKind, Partition, PartitionTable, ReadOnly, TableKind};
 
 use crate::error::Error;
