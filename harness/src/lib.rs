@@ -20,6 +20,7 @@ pub mod device;
 pub mod error;
 pub mod exit_code;
 pub mod interrupt;
+pub mod lan;
 pub mod flash;
 pub mod image;
 pub mod paths;

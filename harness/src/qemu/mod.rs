@@ -28,6 +28,8 @@ use qmp::Qmp;
 pub enum Network {
     /// QEMU's user-mode network, with SSH and the engine port forwarded on 127.0.0.1.
     User,
+    /// NICs on taps of the harness's private LAN (see [`crate::lan`]): `(tap, mac)` each.
+    Lan(Vec<(String, String)>),
 }
 
 /// Everything needed to run one QEMU machine.
@@ -94,12 +96,18 @@ impl QemuMachine {
 
     /// SSH (guest port 22222) as reached from the host.
     pub fn ssh_addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.ssh_port))
+        match self.opts.network {
+            Network::User => SocketAddr::from((Ipv4Addr::LOCALHOST, self.ssh_port)),
+            Network::Lan(_) => SocketAddr::from((crate::lan::DUT_IP, 22222)),
+        }
     }
 
     /// The engine's TCP API (guest port 2375) as reached from the host.
     pub fn engine_addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.engine_port))
+        match self.opts.network {
+            Network::User => SocketAddr::from((Ipv4Addr::LOCALHOST, self.engine_port)),
+            Network::Lan(_) => SocketAddr::from((crate::lan::DUT_IP, 2375)),
+        }
     }
 
     /// Whether QEMU is running.
@@ -136,11 +144,24 @@ impl QemuMachine {
         let s = &o.spec;
         let dir = &o.dir;
         let mut cmd = Command::new(&s.binary);
-        let netdev = match o.network {
-            Network::User => format!(
-                "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:22222,hostfwd=tcp:127.0.0.1:{}-:2375",
-                self.ssh_port, self.engine_port
-            ),
+        let nics: Vec<(String, String)> = match &o.network {
+            Network::User => vec![(
+                format!(
+                    "user,id=n0,hostfwd=tcp:127.0.0.1:{}-:22222,hostfwd=tcp:127.0.0.1:{}-:2375",
+                    self.ssh_port, self.engine_port
+                ),
+                format!("{},netdev=n0", s.nic),
+            )],
+            Network::Lan(taps) => taps
+                .iter()
+                .enumerate()
+                .map(|(i, (tap, mac))| {
+                    (
+                        format!("tap,id=n{i},ifname={tap},script=no,downscript=no"),
+                        format!("{},netdev=n{i},mac={mac}", s.nic),
+                    )
+                })
+                .collect(),
         };
         cmd.args(["-name", "harness-dut", "-machine", &s.machine])
             .args(["-accel", o.accel.qemu_name()])
@@ -161,8 +182,7 @@ impl QemuMachine {
                 "if=virtio,format=qcow2,cache=unsafe,file={}",
                 self.overlay().display()
             ))
-            .args(["-netdev", &netdev])
-            .args(["-device", &format!("{},netdev=n0", s.nic)])
+            .args(nics.iter().flat_map(|(netdev, device)| ["-netdev", netdev, "-device", device]))
             .args(["-device", "virtio-rng-pci"])
             .arg("-chardev")
             .arg(format!(

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{QemuMachine, QemuOptions};
+use super::{Network, QemuMachine, QemuOptions};
 use crate::config::suite::Capability;
 use crate::console::Console;
 use crate::device::Power;
@@ -78,12 +78,18 @@ impl Target for QemuTarget {
     }
 
     fn host_addr(&self) -> Option<IpAddr> {
-        // QEMU's user network maps its gateway to the host's loopback.
-        Some(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2)))
+        Some(IpAddr::V4(match self.opts.network {
+            // QEMU's user network maps its gateway to the host's loopback.
+            Network::User => Ipv4Addr::new(10, 0, 2, 2),
+            Network::Lan(_) => crate::lan::HOST_IP,
+        }))
     }
 
     fn capabilities(&self) -> Vec<Capability> {
-        vec![Capability::Power]
+        match self.opts.network {
+            Network::User => vec![Capability::Power],
+            Network::Lan(_) => vec![Capability::Power, Capability::Lan],
+        }
     }
 
     fn fresh_image(&mut self) -> Result<()> {

@@ -18,6 +18,7 @@ use crate::error::{Context, Error, Result};
 use crate::image::configure::Change;
 use crate::qemu::accel::{self, Accel};
 use crate::qemu::target::QemuTarget;
+use crate::lan::{self, Lan};
 use crate::qemu::{Network, QemuOptions};
 use crate::report::{Counts, Outcome, Reporter, RunInfo, TestResult};
 use crate::target::Target;
@@ -100,7 +101,9 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
         }
         None => accel::choose(&qemu_spec.binary, media.probe_kernel.as_deref(), &mut |l| notes.push(l)),
     };
-    notes.push("network: QEMU user networking (SSH and 2375 forwarded on 127.0.0.1)".into());
+    // The LAN is made after the image (whose build needs the host's network) and before
+    // any thread that should live in it.
+    let (network, _lan) = network(&dir, &mut notes)?;
     for n in &notes {
         say(n);
     }
@@ -114,7 +117,7 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
             base_image: media.image.clone(),
             dir: qemu_dir.clone(),
             accel,
-            network: Network::User,
+            network,
         },
         console,
         media.boot.clone(),
@@ -137,6 +140,9 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
     if let Some(ip) = target.host_addr() {
         vars.insert("host_ip".into(), ip.to_string());
     }
+    if let Ok(addr) = target.ssh_addr(Duration::from_secs(1)) {
+        vars.insert("dut_ip".into(), addr.ip().to_string());
+    }
 
     let interrupted = {
         let mut dut = Dut::new(&mut target, key.private.clone(), dir.clone());
@@ -157,6 +163,31 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
         interrupted,
         duration: started.elapsed(),
     })
+}
+
+/// The private LAN when the harness may make one, else QEMU's user network.
+fn network(dir: &Path, notes: &mut Vec<String>) -> Result<(Network, Option<Lan>)> {
+    if std::env::var_os("HARNESS_NETWORK").is_some_and(|v| v == "user") {
+        notes.push("network: QEMU user networking (HARNESS_NETWORK=user); tests that need a LAN are skipped".into());
+        return Ok((Network::User, None));
+    }
+    match Lan::create(dir)? {
+        Ok(mut lan) => {
+            let taps = vec![(lan.add_tap()?, lan::dut_mac(0)), (lan.add_tap()?, lan::dut_mac(1))];
+            notes.push(format!(
+                "network: private LAN 10.77.0.0/24 in the harness's own namespace (harness {}, device {})",
+                lan::HOST_IP,
+                lan::DUT_IP
+            ));
+            Ok((Network::Lan(taps), Some(lan)))
+        }
+        Err(why) => {
+            notes.push(format!(
+                "network: QEMU user networking ({why}); tests that need a LAN are skipped"
+            ));
+            Ok((Network::User, None))
+        }
+    }
 }
 
 /// Runs every planned suite; returns whether the run was interrupted.

@@ -1,0 +1,112 @@
+//! A private LAN for QEMU devices: the harness moves into a network namespace of its own with
+//! a bridge, a tap per NIC and dnsmasq for DHCP and DNS, so it is a peer on the device's LAN
+//! (mDNS, the device's own address, files served to it, a second NIC).
+//!
+//! The namespace belongs to the harness's process: when the harness and its children (QEMU,
+//! dnsmasq, all with a parent-death signal) are gone, the kernel frees it, so nothing of it
+//! outlives a run, even after `kill -9`. Addresses never leave the namespace.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::error::{Error, Result};
+use crate::process::Child;
+
+/// The LAN's subnet is 10.77.0.0/24; the harness is .1.
+pub const HOST_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+
+/// A device's primary NIC: its MAC (fixed, so dnsmasq hands it a fixed address) and address.
+pub fn dut_mac(nic: u8) -> String {
+    format!("52:54:00:77:{nic:02x}:10")
+}
+
+/// The address dnsmasq gives the device's primary NIC.
+pub const DUT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+
+/// The LAN, alive while this value is.
+pub struct Lan {
+    _dnsmasq: Child,
+    taps: u32,
+}
+
+impl Lan {
+    /// Moves the calling thread (and every thread and process it starts from now on) into a
+    /// new network namespace and sets the LAN up. `Ok(None)` with the reason when the
+    /// process may not (no CAP_NET_ADMIN): the caller falls back to user networking.
+    pub fn create(dir: &Path) -> Result<std::result::Result<Lan, String>> {
+        // SAFETY: unshare affects only the calling thread's namespaces.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Ok(Err(format!("cannot make a network namespace ({e}); no CAP_NET_ADMIN?")));
+        }
+        let host = format!("{HOST_IP}/24");
+        ip(&["link", "set", "lo", "up"])?;
+        ip(&["link", "add", "br0", "type", "bridge"])?;
+        ip(&["addr", "add", &host, "dev", "br0"])?;
+        ip(&["link", "set", "br0", "up"])?;
+        let log = dir.join("dnsmasq.log");
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--interface=br0",
+            "--except-interface=lo",
+            "--user=root",
+            "--pid-file",
+            "--dhcp-range=10.77.0.100,10.77.0.200,255.255.255.0,1h",
+            "--dhcp-option=option:router,10.77.0.1",
+            "--dhcp-option=option:dns-server,10.77.0.1",
+            // A name only the LAN's DNS knows, to prove the device resolves through it.
+            "--address=/harness.lan/10.77.0.1",
+            "--dhcp-authoritative",
+        ])
+        .arg(format!("--dhcp-host={},{DUT_IP}", dut_mac(0)))
+        .arg(format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()))
+        .arg(format!("--log-facility={}", log.display()))
+        .arg("--log-dhcp")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut dnsmasq = Child::spawn(cmd, "dnsmasq (install Debian's dnsmasq-base)")?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if let Some(status) = dnsmasq.try_wait()? {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(Error::infra(format!(
+                "dnsmasq exited ({status}): {}",
+                text.lines().last().unwrap_or("")
+            )));
+        }
+        Ok(Ok(Lan {
+            _dnsmasq: dnsmasq,
+            taps: 0,
+        }))
+    }
+
+    /// Adds a tap on the bridge for a QEMU NIC; returns its name.
+    pub fn add_tap(&mut self) -> Result<String> {
+        let name = format!("tap{}", self.taps);
+        self.taps += 1;
+        ip(&["tuntap", "add", "dev", &name, "mode", "tap"])?;
+        ip(&["link", "set", &name, "master", "br0"])?;
+        ip(&["link", "set", &name, "up"])?;
+        Ok(name)
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| Error::input(format!("cannot run `ip` (install Debian's iproute2): {e}")))?;
+    if !out.status.success() {
+        return Err(Error::infra(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
