@@ -23,6 +23,8 @@ pub trait Target {
     fn engine_addr(&self) -> Option<SocketAddr>;
     /// The harness's own address as the device sees it (to serve it files).
     fn host_addr(&self) -> Option<IpAddr>;
+    /// Where the harness binds servers the device should reach at [`Target::host_addr`].
+    fn serve_addr(&self) -> IpAddr;
     /// What it can do beyond the basics.
     fn capabilities(&self) -> Vec<Capability>;
     /// Puts a fresh copy of the image on the device's storage (power must be off).

@@ -16,11 +16,17 @@ pub struct SuiteFile {
     /// Keys merged into the image's `config.json` before boot (dotted keys allowed).
     #[serde(default)]
     pub config: BTreeMap<String, serde_json::Value>,
+    /// Files written into the boot partition before boot (path → content), e.g.
+    /// `system-connections/static`.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
     /// Boot a fresh copy of the image for this suite (the default), or keep the device as the
     /// previous suite left it.
     #[serde(default = "yes")]
     pub fresh: bool,
     /// The tests in the order they run; default: every other `*.yaml` file, sorted by name.
+    /// An entry is a test's name, or a path to a test file (relative to the suite folder,
+    /// ending in `.yaml`), so a suite can reuse another suite's tests.
     #[serde(default)]
     pub tests: Vec<String>,
 }
@@ -276,8 +282,15 @@ pub fn load(dir: &Path) -> Result<Suite> {
         file.tests.clone()
     };
     let mut tests = Vec::new();
-    for test in names {
-        let path = dir.join(format!("{test}.yaml"));
+    for entry in names {
+        let (test, path) = match entry.strip_suffix(".yaml") {
+            Some(_) => {
+                let path = dir.join(&entry);
+                let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+                (stem.unwrap_or_default(), path)
+            }
+            None => (entry.clone(), dir.join(format!("{entry}.yaml"))),
+        };
         if !path.is_file() {
             return Err(Error::input(format!(
                 "{}: lists test `{test}` but {} does not exist",

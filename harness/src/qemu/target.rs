@@ -85,6 +85,13 @@ impl Target for QemuTarget {
         }))
     }
 
+    fn serve_addr(&self) -> IpAddr {
+        match self.opts.network {
+            Network::User => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            Network::Lan(_) => IpAddr::V4(crate::lan::HOST_IP),
+        }
+    }
+
     fn capabilities(&self) -> Vec<Capability> {
         match self.opts.network {
             Network::User => vec![Capability::Power],

@@ -1,21 +1,35 @@
 //! Checks written in Rust, for what a YAML step cannot say; a test names them in a `check`
-//! step with its arguments.
+//! step with its arguments. Each is bounded by the step's timeout and says what it waited for.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use super::dut::Dut;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
-/// The names of the built-in checks, with one line each.
-pub const CHECKS: &[(&str, &str)] = &[(
-    "engine-api",
-    "the engine's TCP API (2375) from the harness: `open: true` answers GET /_ping with OK, `open: false` does not answer",
-)];
+/// The built-in checks, with one line each.
+pub const CHECKS: &[(&str, &str)] = &[
+    (
+        "engine-api",
+        "the engine's TCP API (2375) from the harness: `open: true` answers GET /_ping with OK, `open: false` does not answer",
+    ),
+    (
+        "mdns-resolve",
+        "`name` (without .local) resolves by mDNS from the harness to `ip` (default: the device's address)",
+    ),
+    (
+        "http-from-device",
+        "the device fetches a token over HTTP from a server the harness runs on the device's network",
+    ),
+    (
+        "reach",
+        "the harness sees the SSH-2.0 banner at `ip`:`port` (default port 22222)",
+    ),
+];
 
 /// Whether `name` is a built-in check.
 pub fn exists(name: &str) -> bool {
@@ -24,34 +38,62 @@ pub fn exists(name: &str) -> bool {
 
 /// Runs the check `name` with `args`.
 pub fn run(dut: &mut Dut, name: &str, args: &BTreeMap<String, Value>, timeout: Duration) -> Result<()> {
+    let args = Args { args, dut_vars: dut.vars.clone() };
     match name {
-        "engine-api" => engine_api(dut, args, timeout),
+        "engine-api" => engine_api(dut, &args, timeout),
+        "mdns-resolve" => mdns_resolve(dut, &args, timeout),
+        "http-from-device" => http_from_device(dut, timeout),
+        "reach" => reach(dut, &args, timeout),
         other => Err(Error::input(format!("unknown check `{other}`"))),
     }
 }
 
-fn engine_api(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -> Result<()> {
-    let open = args.get("open").and_then(Value::as_bool).unwrap_or(true);
+/// A check's arguments, with `{{var}}` expanded.
+struct Args<'a> {
+    args: &'a BTreeMap<String, Value>,
+    dut_vars: BTreeMap<String, String>,
+}
+
+impl Args<'_> {
+    fn str(&self, key: &str) -> Option<String> {
+        let raw = match self.args.get(key)? {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let mut out = raw;
+        for (k, v) in &self.dut_vars {
+            out = out.replace(&format!("{{{{{k}}}}}"), v);
+        }
+        Some(out)
+    }
+
+    fn ip(&self, key: &str) -> Result<Option<IpAddr>> {
+        self.str(key)
+            .map(|s| s.parse().map_err(|_| Error::input(format!("check argument `{key}`: `{s}` is not an IP address"))))
+            .transpose()
+    }
+}
+
+fn engine_api(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
+    let open = args.args.get("open").and_then(Value::as_bool).unwrap_or(true);
     let addr = dut
         .target
         .engine_addr()
         .ok_or_else(|| Error::infra("this target has no engine address"))?;
-    let deadline = std::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
         let answer = http_get(addr, "/_ping", Duration::from_secs(5));
         dut.note(&format!("GET http://{addr}/_ping -> {answer:?}"));
         match (&answer, open) {
             (Ok(body), true) if body.trim() == "OK" => return Ok(()),
-            (Err(_), false) => {
-                return Ok(());
-            }
+            (Err(_), false) => return Ok(()),
             (Ok(body), false) => {
                 return Err(Error::failed(format!(
                     "the engine API on port 2375 answered ({:?}) but must be closed",
                     body.trim()
                 )))
             }
-            _ if std::time::Instant::now() >= deadline => {
+            _ if Instant::now() >= deadline => {
                 return Err(Error::failed(format!(
                     "the engine API on port 2375 did not answer /_ping with OK within {}s ({answer:?})",
                     timeout.as_secs()
@@ -62,8 +104,119 @@ fn engine_api(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) 
     }
 }
 
+fn mdns_resolve(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
+    use mdns_sd::{HostnameResolutionEvent, ServiceDaemon};
+    let name = args
+        .str("name")
+        .ok_or_else(|| Error::input("mdns-resolve needs `name`"))?;
+    let want = match args.ip("ip")? {
+        Some(ip) => ip,
+        None => dut.target.ssh_addr(timeout)?.ip(),
+    };
+    let fqdn = format!("{}.local.", name.trim_end_matches('.').trim_end_matches(".local"));
+    let daemon = ServiceDaemon::new().infra_ctx(|| "cannot start the mDNS resolver".into())?;
+    let events = daemon
+        .resolve_hostname(&fqdn, Some(timeout.as_millis() as u64))
+        .infra_ctx(|| format!("cannot resolve {fqdn}"))?;
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match events.recv_timeout(left) {
+            Ok(HostnameResolutionEvent::AddressesFound(_, addrs)) => {
+                seen.extend(addrs.iter().map(|a| a.to_ip_addr()));
+                if seen.contains(&want) {
+                    break Ok(());
+                }
+            }
+            Ok(HostnameResolutionEvent::SearchTimeout(_)) | Err(_) => {
+                break Err(Error::failed(format!(
+                    "{fqdn} did not resolve by mDNS to {want} within {}s (answers: {seen:?})",
+                    timeout.as_secs()
+                )))
+            }
+            Ok(_) => {}
+        }
+    };
+    let _ = daemon.shutdown();
+    dut.note(&format!("mDNS {fqdn} -> {seen:?}"));
+    result
+}
+
+fn http_from_device(dut: &mut Dut, timeout: Duration) -> Result<()> {
+    let bind = dut.target.serve_addr();
+    let seen_from = dut
+        .target
+        .host_addr()
+        .ok_or_else(|| Error::infra("this target cannot reach the harness"))?;
+    let listener = TcpListener::bind((bind, 0)).infra_ctx(|| format!("cannot listen on {bind}"))?;
+    let port = listener.local_addr().infra_ctx(|| "no local address".into())?.port();
+    let token = format!("harness-{:x}", std::process::id() as u64 * 7919 + port as u64);
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let (token, served) = (token.clone(), served.clone());
+        listener
+            .set_nonblocking(false)
+            .infra_ctx(|| "cannot configure the listener".into())?;
+        std::thread::spawn(move || {
+            // One answer per connection; the thread ends with the test process or after 20.
+            for stream in listener.incoming().take(20).flatten() {
+                if serve_one(stream, &token).is_ok() {
+                    served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+    }
+    let url = format!("http://{seen_from}:{port}/token");
+    let out = dut.exec(
+        &format!("curl -fsS --max-time {} {url}", timeout.as_secs().max(5)),
+        timeout + Duration::from_secs(5),
+    )?;
+    if out.status != 0 || out.stdout.trim() != token {
+        return Err(Error::failed(format!(
+            "the device could not fetch {url} from the harness (exit {}, got {:?}, stderr {:?})",
+            out.status,
+            out.stdout.trim(),
+            out.stderr.trim()
+        )));
+    }
+    dut.record("http_requests_served", served.load(std::sync::atomic::Ordering::SeqCst));
+    Ok(())
+}
+
+fn serve_one(mut stream: TcpStream, body: &str) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    // Read the request head, bounded by the timeout and a line limit.
+    for _ in 0..100 {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 || line == "\r\n" || line == "\n" {
+            break;
+        }
+    }
+    write!(
+        stream,
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn reach(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
+    let ip = args.ip("ip")?.ok_or_else(|| Error::input("reach needs `ip`"))?;
+    let port = args
+        .str("port")
+        .map(|p| p.parse::<u16>().map_err(|_| Error::input(format!("reach: bad port {p}"))))
+        .transpose()?
+        .unwrap_or(22222);
+    let addr = SocketAddr::new(ip, port);
+    crate::ssh::wait_for_banner(addr, timeout).map_err(|e| Error::failed(e.to_string()))?;
+    dut.note(&format!("SSH banner seen at {addr}"));
+    Ok(())
+}
+
 /// A minimal HTTP/1.0 GET; returns the body of a 200 answer.
-pub fn http_get(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> std::result::Result<String, String> {
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::result::Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;

@@ -277,6 +277,13 @@ fn fresh_boot(dut: &mut Dut, suite: &crate::config::suite::Suite, public_key: &s
         .iter()
         .map(|(k, v)| Change::Set(k.clone(), v.to_string()))
         .collect();
+    changes.extend(
+        suite
+            .file
+            .files
+            .iter()
+            .map(|(path, text)| Change::WriteFile(path.clone(), text.clone().into_bytes())),
+    );
     changes.push(Change::Set(
         "os.sshKeys".into(),
         serde_json::json!([public_key]).to_string(),
