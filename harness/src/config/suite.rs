@@ -112,6 +112,9 @@ pub struct SshStep {
     /// Expect the login itself to be refused (with `without_key`).
     #[serde(default)]
     pub refused: bool,
+    /// Keep the trimmed stdout as `{{name}}` for later steps.
+    #[serde(default)]
+    pub save: Option<String>,
 }
 
 fn zero() -> Option<i32> {

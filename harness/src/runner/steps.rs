@@ -89,7 +89,11 @@ fn ssh(dut: &mut Dut, s: &SshStep, timeout: Duration) -> Result<()> {
         };
     }
     let out = dut.exec(&command, timeout)?;
-    check(s, &command, &out, dut)
+    check(s, &command, &out, dut)?;
+    if let Some(name) = &s.save {
+        dut.vars.insert(name.clone(), out.stdout.trim().to_string());
+    }
+    Ok(())
 }
 
 fn wait_for(dut: &mut Dut, s: &SshStep, timeout: Duration) -> Result<()> {
