@@ -44,6 +44,10 @@ pub struct TestFile {
     /// An upper bound for the whole test, in seconds.
     #[serde(default = "default_test_timeout")]
     pub timeout: u64,
+    /// Start from a fresh device (a fresh image with the suite's configuration, one boot), for
+    /// tests that leave the device changed (an update, a rollback).
+    #[serde(default)]
+    pub fresh: bool,
     /// Capabilities the target must have (`lan`: the harness is a peer on the DUT's LAN);
     /// a target without them skips the test and says why.
     #[serde(default)]
@@ -203,7 +207,7 @@ pub enum ConfigureOn {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CopyStep {
-    /// A host file (relative to the suite folder) to send.
+    /// A host file (relative to the suite folder, `{{var}}`s expanded) to send.
     #[serde(default)]
     pub from: Option<PathBuf>,
     /// The device path to write it to.

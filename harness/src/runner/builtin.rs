@@ -26,6 +26,10 @@ pub const CHECKS: &[(&str, &str)] = &[
         "the device fetches a token over HTTP from a server the harness runs on the device's network",
     ),
     (
+        "power-loss",
+        "cuts the power at `points` of a host OS update of `payload` (to `version`) and checks a complete OS boots, data intact, then a full update succeeds",
+    ),
+    (
         "reach",
         "the harness sees the SSH-2.0 banner at `ip`:`port` (default port 22222)",
     ),
@@ -44,6 +48,7 @@ pub fn run(dut: &mut Dut, name: &str, args: &BTreeMap<String, Value>, timeout: D
         "mdns-resolve" => mdns_resolve(dut, &args, timeout),
         "http-from-device" => http_from_device(dut, timeout),
         "reach" => reach(dut, &args, timeout),
+        "power-loss" => super::power_loss::run(dut, args.args, timeout),
         other => Err(Error::input(format!("unknown check `{other}`"))),
     }
 }

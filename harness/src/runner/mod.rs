@@ -7,6 +7,7 @@
 pub mod builtin;
 pub mod dut;
 pub mod plan;
+pub mod power_loss;
 pub mod steps;
 
 use std::path::{Path, PathBuf};
@@ -235,7 +236,15 @@ fn run_suites(
                 Outcome::Skipped(missing)
             } else {
                 say(&format!("RUN   {}/{name}", suite.name));
-                run_test(dut, suite, test)
+                let fresh = if test.fresh {
+                    fresh_boot(dut, suite, public_key).map(|took| dut.record("boot_seconds", format!("{:.1}", took.as_secs_f64())))
+                } else {
+                    Ok(())
+                };
+                match fresh {
+                    Ok(()) => run_test(dut, suite, test),
+                    Err(e) => Outcome::Error(format!("the fresh device did not come up: {e}")),
+                }
             };
             if crate::interrupt::requested() {
                 return Ok(true);

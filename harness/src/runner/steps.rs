@@ -187,7 +187,7 @@ fn configure(dut: &mut Dut, c: &ConfigureStep, timeout: Duration) -> Result<()> 
 fn copy(dut: &mut Dut, c: &CopyStep, suite_dir: &std::path::Path, timeout: Duration) -> Result<()> {
     match (&c.from, &c.to_device, &c.from_device) {
         (Some(from), Some(to), None) => {
-            let path = suite_dir.join(from);
+            let path = suite_dir.join(dut.expand(&from.to_string_lossy()));
             let bytes = std::fs::read(&path).input_ctx(|| format!("cannot read {}", path.display()))?;
             dut.write_file(&dut.expand(to), &bytes, timeout)
         }
