@@ -61,6 +61,16 @@ pub struct RunArgs {
     /// Keep the disk overlay after the run (for a post-mortem).
     #[arg(long)]
     pub keep: bool,
+    /// Set a suite variable, `NAME=VALUE` (e.g. `update_file=hostapp.tar`,
+    /// `update_version=6.0.14` for suite/hup on a real balenaOS image).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("`{s}` is not NAME=VALUE"))
 }
 
 /// `harness image ...`.

@@ -62,6 +62,7 @@ fn run(args: RunArgs) -> Result<i32> {
         keep_going: args.keep_going,
         accel: args.accel.as_deref().and_then(harness::qemu::accel::Accel::parse),
         keep: args.keep,
+        vars: args.vars,
     };
     let summary = harness::runner::run(&root, &opts, &mut |line| eprintln!("{line}"))?;
     eprintln!(

@@ -47,6 +47,9 @@ pub struct RunOptions {
     pub accel: Option<Accel>,
     /// Keep the overlay and work files after the run.
     pub keep: bool,
+    /// Values for `{{name}}` in the suites, over the defaults (e.g. `update_file` for a real
+    /// balenaOS image's update).
+    pub vars: Vec<(String, String)>,
 }
 
 /// What a finished run produced.
@@ -144,6 +147,7 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
     if let Ok(addr) = target.ssh_addr(Duration::from_secs(1)) {
         vars.insert("dut_ip".into(), addr.ip().to_string());
     }
+    vars.extend(opts.vars.iter().cloned());
 
     let interrupted = {
         let mut dut = Dut::new(&mut target, key.private.clone(), dir.clone());
@@ -202,6 +206,8 @@ fn run_suites(
 ) -> Result<bool> {
     let mut stop: Option<String> = None;
     let mut booted = false;
+    // Whether the device is as a fresh boot left it, so a `fresh` test need not boot again.
+    let mut pristine = false;
     for planned in &plan.suites {
         let suite = &planned.suite;
         let mut boot_error: Option<String> = None;
@@ -212,6 +218,7 @@ fn run_suites(
             match fresh_boot(dut, suite, public_key) {
                 Ok(took) => {
                     booted = true;
+                    pristine = true;
                     boot_seconds = Some(took.as_secs_f64());
                     say(&format!("{}: device up (SSH) after {:.1}s", suite.name, took.as_secs_f64()));
                 }
@@ -236,11 +243,12 @@ fn run_suites(
                 Outcome::Skipped(missing)
             } else {
                 say(&format!("RUN   {}/{name}", suite.name));
-                let fresh = if test.fresh {
+                let fresh = if test.fresh && !pristine {
                     fresh_boot(dut, suite, public_key).map(|took| dut.record("boot_seconds", format!("{:.1}", took.as_secs_f64())))
                 } else {
                     Ok(())
                 };
+                pristine = false;
                 match fresh {
                     Ok(()) => run_test(dut, suite, test),
                     Err(e) => Outcome::Error(format!("the fresh device did not come up: {e}")),
