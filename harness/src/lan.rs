@@ -38,7 +38,9 @@ impl Lan {
         // SAFETY: unshare affects only the calling thread's namespaces.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
             let e = std::io::Error::last_os_error();
-            return Ok(Err(format!("cannot make a network namespace ({e}); no CAP_NET_ADMIN?")));
+            return Ok(Err(format!(
+                "cannot make a network namespace ({e}); no CAP_NET_ADMIN?"
+            )));
         }
         let host = format!("{HOST_IP}/24");
         ip(&["link", "set", "lo", "up"])?;
@@ -64,7 +66,10 @@ impl Lan {
             "--dhcp-authoritative",
         ])
         .arg(format!("--dhcp-host={},{DUT_IP}", dut_mac(0)))
-        .arg(format!("--dhcp-leasefile={}", dir.join("dnsmasq.leases").display()))
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            dir.join("dnsmasq.leases").display()
+        ))
         .arg(format!("--log-facility={}", log.display()))
         .arg("--log-dhcp")
         .stdin(Stdio::null())

@@ -41,7 +41,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Command::Suites => {
             let root = paths::project_root()?;
             for s in harness::config::suite::list(&root)? {
-                println!("suite/{:<14} {} ({} tests)", s.name, s.file.description, s.tests.len());
+                println!(
+                    "suite/{:<14} {} ({} tests)",
+                    s.name,
+                    s.file.description,
+                    s.tests.len()
+                );
             }
             Ok(exit_code::SUCCESS)
         }
@@ -60,7 +65,10 @@ fn run(args: RunArgs) -> Result<i32> {
         junit: args.junit,
         filter: args.filter,
         keep_going: args.keep_going,
-        accel: args.accel.as_deref().and_then(harness::qemu::accel::Accel::parse),
+        accel: args
+            .accel
+            .as_deref()
+            .and_then(harness::qemu::accel::Accel::parse),
         keep: args.keep,
         vars: args.vars,
     };
@@ -68,7 +76,11 @@ fn run(args: RunArgs) -> Result<i32> {
     eprintln!(
         "{}{}",
         harness::report::terminal::summary(&summary.counts, summary.duration),
-        if summary.interrupted { " (interrupted)" } else { "" }
+        if summary.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
     );
     eprintln!("report: {}", summary.junit.display());
     Ok(summary.exit_code())
@@ -111,8 +123,12 @@ fn image(cmd: ImageCommand) -> Result<i32> {
         } => {
             let mut changes = Vec::new();
             if let Some(path) = config {
-                let bytes = std::fs::read(&path).input_ctx(|| format!("cannot read {}", path.display()))?;
-                let parsed = harness::image::config_json::ConfigJson::parse(&bytes, &path.display().to_string())?;
+                let bytes =
+                    std::fs::read(&path).input_ctx(|| format!("cannot read {}", path.display()))?;
+                let parsed = harness::image::config_json::ConfigJson::parse(
+                    &bytes,
+                    &path.display().to_string(),
+                )?;
                 changes.push(Change::ReplaceConfig(parsed));
             }
             for s in &set {
@@ -121,7 +137,9 @@ fn image(cmd: ImageCommand) -> Result<i32> {
             }
             changes.extend(remove.into_iter().map(Change::Remove));
             if changes.is_empty() {
-                return Err(Error::input("nothing to change: give --set, --remove or --config"));
+                return Err(Error::input(
+                    "nothing to change: give --set, --remove or --config",
+                ));
             }
             configure(&image, &changes)?;
             Ok(exit_code::SUCCESS)

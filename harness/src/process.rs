@@ -50,12 +50,17 @@ impl Child {
         }
         let inner = cmd.spawn().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                crate::Error::input(format!("cannot start {what}: {:?} not found", cmd.get_program()))
+                crate::Error::input(format!(
+                    "cannot start {what}: {:?} not found",
+                    cmd.get_program()
+                ))
             } else {
                 crate::Error::infra(format!("cannot start {what}: {e}"))
             }
         })?;
-        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(inner.id());
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(inner.id());
         Ok(Child {
             inner,
             what: what.to_string(),

@@ -11,7 +11,10 @@ fn assert_one_line_exit_2(args: &[&str], expect: &str) {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "{args:?} printed more than one line: {err}");
     assert!(lines[0].starts_with("harness: error: "), "{err}");
-    assert!(lines[0].contains(expect), "{args:?}: {err:?} lacks {expect:?}");
+    assert!(
+        lines[0].contains(expect),
+        "{args:?}: {err:?} lacks {expect:?}"
+    );
 }
 
 #[test]
@@ -39,7 +42,16 @@ fn missing_image() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
     assert_one_line_exit_2(
-        &["run", "--machine", "qemux86-64", "suite/smoke", "--image", "/nonexistent/balena.img", "--out", o],
+        &[
+            "run",
+            "--machine",
+            "qemux86-64",
+            "suite/smoke",
+            "--image",
+            "/nonexistent/balena.img",
+            "--out",
+            o,
+        ],
         "image /nonexistent/balena.img does not exist",
     );
 }
@@ -48,10 +60,23 @@ fn missing_image() {
 fn a_file_that_is_not_a_disk_image() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("notes.img");
-    std::fs::write(&img, "these are not the partitions you are looking for\n".repeat(100)).unwrap();
+    std::fs::write(
+        &img,
+        "these are not the partitions you are looking for\n".repeat(100),
+    )
+    .unwrap();
     let o = dir.path().join("out");
     assert_one_line_exit_2(
-        &["run", "--machine", "qemux86-64", "suite/smoke", "--image", img.to_str().unwrap(), "--out", o.to_str().unwrap()],
+        &[
+            "run",
+            "--machine",
+            "qemux86-64",
+            "suite/smoke",
+            "--image",
+            img.to_str().unwrap(),
+            "--out",
+            o.to_str().unwrap(),
+        ],
         "notes.img",
     );
 }
@@ -70,7 +95,16 @@ fn an_image_without_resin_boot() {
     drop(f);
     let o = dir.path().join("out");
     assert_one_line_exit_2(
-        &["run", "--machine", "qemux86-64", "suite/smoke", "--image", img.to_str().unwrap(), "--out", o.to_str().unwrap()],
+        &[
+            "run",
+            "--machine",
+            "qemux86-64",
+            "suite/smoke",
+            "--image",
+            img.to_str().unwrap(),
+            "--out",
+            o.to_str().unwrap(),
+        ],
         "no partition labelled resin-boot",
     );
 }
@@ -88,7 +122,14 @@ fn a_suite_with_a_misspelt_step() {
     .unwrap();
     let o = dir.path().join("out");
     assert_one_line_exit_2(
-        &["run", "--machine", "qemux86-64", suite.to_str().unwrap(), "--out", o.to_str().unwrap()],
+        &[
+            "run",
+            "--machine",
+            "qemux86-64",
+            suite.to_str().unwrap(),
+            "--out",
+            o.to_str().unwrap(),
+        ],
         "t.yaml:4:5: unknown variant `rebot`, expected one of ssh, console,",
     );
 }

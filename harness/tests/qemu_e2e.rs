@@ -28,7 +28,10 @@ fn smoke_suite_passes_and_its_junit_validates() {
     assert_valid_junit(&junit);
     let xml = std::fs::read_to_string(&junit).unwrap();
     for test in ["ssh", "os-release", "serial-console"] {
-        assert!(xml.contains(&format!(r#"name="{test}""#)), "{test} missing from {xml}");
+        assert!(
+            xml.contains(&format!(r#"name="{test}""#)),
+            "{test} missing from {xml}"
+        );
     }
     // Each test carries its SSH transcript and its slice of the console.
     assert!(xml.contains("$ cat /etc/os-release"), "{xml}");
@@ -36,7 +39,10 @@ fn smoke_suite_passes_and_its_junit_validates() {
     let s = summary(dir.path());
     assert_eq!(s["counts"]["passed"], 3, "{s}");
     let serial = std::fs::read_to_string(dir.path().join("serial.log")).unwrap();
-    assert!(serial.contains("Linux version"), "the kernel's boot lines are in serial.log");
+    assert!(
+        serial.contains("Linux version"),
+        "the kernel's boot lines are in serial.log"
+    );
 }
 
 /// Starts a smoke run in the background and waits until QEMU is up.

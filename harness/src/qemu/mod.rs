@@ -182,7 +182,10 @@ impl QemuMachine {
                 "if=virtio,format=qcow2,cache=unsafe,file={}",
                 self.overlay().display()
             ))
-            .args(nics.iter().flat_map(|(netdev, device)| ["-netdev", netdev, "-device", device]))
+            .args(
+                nics.iter()
+                    .flat_map(|(netdev, device)| ["-netdev", netdev, "-device", device]),
+            )
             .args(["-device", "virtio-rng-pci"])
             .arg("-chardev")
             .arg(format!(

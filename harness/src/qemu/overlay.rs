@@ -42,7 +42,8 @@ pub fn read(overlay: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
             .arg(format!("of={}", tmp.path().display())),
         "qemu-img dd",
     )?;
-    let bytes = std::fs::read(tmp.path()).infra_ctx(|| "cannot read the overlay's blocks".into())?;
+    let bytes =
+        std::fs::read(tmp.path()).infra_ctx(|| "cannot read the overlay's blocks".into())?;
     if bytes.len() as u64 != len {
         return Err(Error::infra(format!(
             "qemu-img dd returned {} bytes of {len} at offset {offset}",

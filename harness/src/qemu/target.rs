@@ -114,7 +114,12 @@ impl Target for QemuTarget {
         let ranges = changed_ranges(&before, &after, 64 << 10);
         let writes: Vec<(u64, &[u8])> = ranges
             .iter()
-            .map(|&(off, len)| (self.boot.start + off, &after[off as usize..(off + len) as usize]))
+            .map(|&(off, len)| {
+                (
+                    self.boot.start + off,
+                    &after[off as usize..(off + len) as usize],
+                )
+            })
             .collect();
         super::overlay::write(&overlay, &writes)
     }

@@ -41,8 +41,16 @@ pub fn exists(name: &str) -> bool {
 }
 
 /// Runs the check `name` with `args`.
-pub fn run(dut: &mut Dut, name: &str, args: &BTreeMap<String, Value>, timeout: Duration) -> Result<()> {
-    let args = Args { args, dut_vars: dut.vars.clone() };
+pub fn run(
+    dut: &mut Dut,
+    name: &str,
+    args: &BTreeMap<String, Value>,
+    timeout: Duration,
+) -> Result<()> {
+    let args = Args {
+        args,
+        dut_vars: dut.vars.clone(),
+    };
     match name {
         "engine-api" => engine_api(dut, &args, timeout),
         "mdns-resolve" => mdns_resolve(dut, &args, timeout),
@@ -74,13 +82,23 @@ impl Args<'_> {
 
     fn ip(&self, key: &str) -> Result<Option<IpAddr>> {
         self.str(key)
-            .map(|s| s.parse().map_err(|_| Error::input(format!("check argument `{key}`: `{s}` is not an IP address"))))
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    Error::input(format!(
+                        "check argument `{key}`: `{s}` is not an IP address"
+                    ))
+                })
+            })
             .transpose()
     }
 }
 
 fn engine_api(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
-    let open = args.args.get("open").and_then(Value::as_bool).unwrap_or(true);
+    let open = args
+        .args
+        .get("open")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
     let addr = dut
         .target
         .engine_addr()
@@ -98,12 +116,10 @@ fn engine_api(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
                     body.trim()
                 )))
             }
-            _ if Instant::now() >= deadline => {
-                return Err(Error::failed(format!(
-                    "the engine API on port 2375 did not answer /_ping with OK within {}s ({answer:?})",
-                    timeout.as_secs()
-                )))
-            }
+            _ if Instant::now() >= deadline => return Err(Error::failed(format!(
+                "the engine API on port 2375 did not answer /_ping with OK within {}s ({answer:?})",
+                timeout.as_secs()
+            ))),
             _ => std::thread::sleep(Duration::from_secs(1)),
         }
     }
@@ -118,7 +134,10 @@ fn mdns_resolve(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
         Some(ip) => ip,
         None => dut.target.ssh_addr(timeout)?.ip(),
     };
-    let fqdn = format!("{}.local.", name.trim_end_matches('.').trim_end_matches(".local"));
+    let fqdn = format!(
+        "{}.local.",
+        name.trim_end_matches('.').trim_end_matches(".local")
+    );
     let daemon = ServiceDaemon::new().infra_ctx(|| "cannot start the mDNS resolver".into())?;
     let events = daemon
         .resolve_hostname(&fqdn, Some(timeout.as_millis() as u64))
@@ -155,8 +174,14 @@ fn http_from_device(dut: &mut Dut, timeout: Duration) -> Result<()> {
         .host_addr()
         .ok_or_else(|| Error::infra("this target cannot reach the harness"))?;
     let listener = TcpListener::bind((bind, 0)).infra_ctx(|| format!("cannot listen on {bind}"))?;
-    let port = listener.local_addr().infra_ctx(|| "no local address".into())?.port();
-    let token = format!("harness-{:x}", std::process::id() as u64 * 7919 + port as u64);
+    let port = listener
+        .local_addr()
+        .infra_ctx(|| "no local address".into())?
+        .port();
+    let token = format!(
+        "harness-{:x}",
+        std::process::id() as u64 * 7919 + port as u64
+    );
     let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
         let (token, served) = (token.clone(), served.clone());
@@ -185,7 +210,10 @@ fn http_from_device(dut: &mut Dut, timeout: Duration) -> Result<()> {
             out.stderr.trim()
         )));
     }
-    dut.record("http_requests_served", served.load(std::sync::atomic::Ordering::SeqCst));
+    dut.record(
+        "http_requests_served",
+        served.load(std::sync::atomic::Ordering::SeqCst),
+    );
     Ok(())
 }
 
@@ -208,10 +236,15 @@ fn serve_one(mut stream: TcpStream, body: &str) -> std::io::Result<()> {
 }
 
 fn reach(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
-    let ip = args.ip("ip")?.ok_or_else(|| Error::input("reach needs `ip`"))?;
+    let ip = args
+        .ip("ip")?
+        .ok_or_else(|| Error::input("reach needs `ip`"))?;
     let port = args
         .str("port")
-        .map(|p| p.parse::<u16>().map_err(|_| Error::input(format!("reach: bad port {p}"))))
+        .map(|p| {
+            p.parse::<u16>()
+                .map_err(|_| Error::input(format!("reach: bad port {p}")))
+        })
         .transpose()?
         .unwrap_or(22222);
     let addr = SocketAddr::new(ip, port);
@@ -221,15 +254,23 @@ fn reach(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
 }
 
 /// A minimal HTTP/1.0 GET; returns the body of a 200 answer.
-pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> std::result::Result<String, String> {
+pub fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> std::result::Result<String, String> {
     let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
     let mut text = String::new();
     s.read_to_string(&mut text).map_err(|e| e.to_string())?;
     let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
     if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
-        return Err(format!("HTTP answer: {}", head.lines().next().unwrap_or("")));
+        return Err(format!(
+            "HTTP answer: {}",
+            head.lines().next().unwrap_or("")
+        ));
     }
     Ok(body.to_string())
 }

@@ -79,7 +79,9 @@ impl<'t> Dut<'t> {
         let deadline = Instant::now() + timeout;
         let target = self.ssh_target(true, timeout)?;
         ssh::wait_for_banner(target.addr, timeout)?;
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(10));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(10));
         self.ssh = Some(Ssh::connect(&target, left)?);
         Ok(())
     }
@@ -102,16 +104,28 @@ impl<'t> Dut<'t> {
     }
 
     /// [`Dut::exec`] with bytes on the command's stdin.
-    pub fn exec_with_input(&mut self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput> {
+    pub fn exec_with_input(
+        &mut self,
+        command: &str,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> Result<ExecOutput> {
         if self.ssh.is_none() {
             self.connect(timeout)?;
         }
-        let first = self.ssh.as_ref().expect("connected above").exec(command, stdin, timeout);
+        let first = self
+            .ssh
+            .as_ref()
+            .expect("connected above")
+            .exec(command, stdin, timeout);
         let out = match first {
             Err(Error::Infra(_)) => {
                 // The session may have died with a reboot; one fresh connection settles it.
                 self.connect(timeout)?;
-                self.ssh.as_ref().expect("connected above").exec(command, stdin, timeout)?
+                self.ssh
+                    .as_ref()
+                    .expect("connected above")
+                    .exec(command, stdin, timeout)?
             }
             other => other?,
         };
@@ -126,7 +140,11 @@ impl<'t> Dut<'t> {
 
     /// The device's boot id (changes with every boot).
     pub fn boot_id(&mut self, timeout: Duration) -> Result<String> {
-        Ok(self.exec("cat /proc/sys/kernel/random/boot_id", timeout)?.stdout.trim().to_string())
+        Ok(self
+            .exec("cat /proc/sys/kernel/random/boot_id", timeout)?
+            .stdout
+            .trim()
+            .to_string())
     }
 
     /// Waits until the device answers SSH with a boot id other than `old`.
@@ -173,7 +191,10 @@ impl<'t> Dut<'t> {
     pub fn reboot(&mut self, timeout: Duration) -> Result<Duration> {
         let old = self.boot_id(Duration::from_secs(30))?;
         // Detach the reboot so the SSH command returns before the connection drops.
-        let _ = self.exec("(sleep 1; reboot) >/dev/null 2>&1 &", Duration::from_secs(15));
+        let _ = self.exec(
+            "(sleep 1; reboot) >/dev/null 2>&1 &",
+            Duration::from_secs(15),
+        );
         self.wait_for_new_boot(&old, timeout)
     }
 
@@ -224,7 +245,8 @@ impl<'t> Dut<'t> {
     pub fn write_file(&mut self, remote: &str, bytes: &[u8], timeout: Duration) -> Result<()> {
         let q = ssh::shell_quote(remote);
         let tmp = ssh::shell_quote(&format!("{remote}.harness-tmp"));
-        let cmd = format!("mkdir -p \"$(dirname {q})\" && cat > {tmp} && sync && mv {tmp} {q} && sync");
+        let cmd =
+            format!("mkdir -p \"$(dirname {q})\" && cat > {tmp} && sync && mv {tmp} {q} && sync");
         let out = self.exec_with_input(&cmd, bytes, timeout)?;
         if out.status != 0 {
             return Err(Error::failed(format!(

@@ -16,7 +16,8 @@ pub struct KeyPair {
 /// Makes an Ed25519 key pair in `dir`.
 pub fn generate(dir: &Path) -> Result<KeyPair> {
     use ssh_key::{rand_core::OsRng, Algorithm, LineEnding, PrivateKey};
-    let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).infra_ctx(|| "cannot make an SSH key".into())?;
+    let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
+        .infra_ctx(|| "cannot make an SSH key".into())?;
     key.set_comment("harness");
     let private = dir.join("id_ed25519");
     key.write_openssh_file(&private, LineEnding::LF)

@@ -33,7 +33,10 @@ pub fn prepare(
     let reference = match &machine.reference_image {
         Some(recipe) => {
             if image.is_none() && crate::reference::cached(root, recipe)?.is_none() {
-                say(&format!("building the reference image for {} (once; cached)", machine.name));
+                say(&format!(
+                    "building the reference image for {} (once; cached)",
+                    machine.name
+                ));
             }
             match image {
                 Some(_) => crate::reference::cached(root, recipe)?,
@@ -45,13 +48,19 @@ pub fn prepare(
     let image = match (image, &reference) {
         (Some(path), _) => {
             if !path.is_file() {
-                return Err(Error::input(format!("image {} does not exist", path.display())));
+                return Err(Error::input(format!(
+                    "image {} does not exist",
+                    path.display()
+                )));
             }
             crate::image::configure::unpack_to(path, dir)?
         }
         (None, Some(build)) => {
             vars.insert("base_version".into(), build.version.clone());
-            vars.insert("update_file".into(), build.update_path().display().to_string());
+            vars.insert(
+                "update_file".into(),
+                build.update_path().display().to_string(),
+            );
             vars.insert("update_version".into(), build.update.version.clone());
             build.image_path()
         }
@@ -62,7 +71,8 @@ pub fn prepare(
             )))
         }
     };
-    let mut file = std::fs::File::open(&image).input_ctx(|| format!("cannot open image {}", image.display()))?;
+    let mut file = std::fs::File::open(&image)
+        .input_ctx(|| format!("cannot open image {}", image.display()))?;
     let table = read_table(&mut file).map_err(|e| match e {
         Error::Input(m) if !m.contains(&image.display().to_string()) => {
             Error::Input(format!("{}: {m}", image.display()))
@@ -70,11 +80,19 @@ pub fn prepare(
         other => other,
     })?;
     let boot = table.by_label("resin-boot").cloned().ok_or_else(|| {
-        let labels: Vec<String> = table.partitions.iter().filter_map(|p| p.label.clone()).collect();
+        let labels: Vec<String> = table
+            .partitions
+            .iter()
+            .filter_map(|p| p.label.clone())
+            .collect();
         Error::input(format!(
             "{}: no partition labelled resin-boot (found: {})",
             image.display(),
-            if labels.is_empty() { "no labels".into() } else { labels.join(", ") }
+            if labels.is_empty() {
+                "no labels".into()
+            } else {
+                labels.join(", ")
+            }
         ))
     })?;
     Ok(Media {

@@ -17,9 +17,9 @@ use crate::config::suite::Capability;
 use crate::console::Console;
 use crate::error::{Context, Error, Result};
 use crate::image::configure::Change;
+use crate::lan::{self, Lan};
 use crate::qemu::accel::{self, Accel};
 use crate::qemu::target::QemuTarget;
-use crate::lan::{self, Lan};
 use crate::qemu::{Network, QemuOptions};
 use crate::report::{Counts, Outcome, Reporter, RunInfo, TestResult};
 use crate::target::Target;
@@ -103,7 +103,9 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
             notes.push(format!("accelerator: {} (forced)", a.qemu_name()));
             a
         }
-        None => accel::choose(&qemu_spec.binary, media.probe_kernel.as_deref(), &mut |l| notes.push(l)),
+        None => accel::choose(&qemu_spec.binary, media.probe_kernel.as_deref(), &mut |l| {
+            notes.push(l)
+        }),
     };
     // The LAN is made after the image (whose build needs the host's network) and before
     // any thread that should live in it.
@@ -178,7 +180,10 @@ fn network(dir: &Path, notes: &mut Vec<String>) -> Result<(Network, Option<Lan>)
     }
     match Lan::create(dir)? {
         Ok(mut lan) => {
-            let taps = vec![(lan.add_tap()?, lan::dut_mac(0)), (lan.add_tap()?, lan::dut_mac(1))];
+            let taps = vec![
+                (lan.add_tap()?, lan::dut_mac(0)),
+                (lan.add_tap()?, lan::dut_mac(1)),
+            ];
             notes.push(format!(
                 "network: private LAN 10.77.0.0/24 in the harness's own namespace (harness {}, device {})",
                 lan::HOST_IP,
@@ -220,7 +225,11 @@ fn run_suites(
                     booted = true;
                     pristine = true;
                     boot_seconds = Some(took.as_secs_f64());
-                    say(&format!("{}: device up (SSH) after {:.1}s", suite.name, took.as_secs_f64()));
+                    say(&format!(
+                        "{}: device up (SSH) after {:.1}s",
+                        suite.name,
+                        took.as_secs_f64()
+                    ));
                 }
                 Err(e) if crate::interrupt::requested() => {
                     let _ = e;
@@ -239,12 +248,16 @@ fn run_suites(
                 Outcome::Skipped(why.clone())
             } else if let Some(e) = &boot_error {
                 Outcome::Error(format!("the device did not come up: {e}"))
-            } else if let Some(missing) = missing_capability(&test.requires, &dut.target.capabilities()) {
+            } else if let Some(missing) =
+                missing_capability(&test.requires, &dut.target.capabilities())
+            {
                 Outcome::Skipped(missing)
             } else {
                 say(&format!("RUN   {}/{name}", suite.name));
                 let fresh = if test.fresh && !pristine {
-                    fresh_boot(dut, suite, public_key).map(|took| dut.record("boot_seconds", format!("{:.1}", took.as_secs_f64())))
+                    fresh_boot(dut, suite, public_key).map(|took| {
+                        dut.record("boot_seconds", format!("{:.1}", took.as_secs_f64()))
+                    })
                 } else {
                     Ok(())
                 };
@@ -274,8 +287,14 @@ fn run_suites(
                     .text_between(console_from, dut.target.console().position()),
             };
             say(&crate::report::terminal::line(&result));
-            if matches!(result.outcome, Outcome::Failed(_) | Outcome::Error(_)) && !opts.keep_going && stop.is_none() {
-                stop = Some(format!("not run: {}/{name} failed (use --keep-going to run on)", suite.name));
+            if matches!(result.outcome, Outcome::Failed(_) | Outcome::Error(_))
+                && !opts.keep_going
+                && stop.is_none()
+            {
+                stop = Some(format!(
+                    "not run: {}/{name} failed (use --keep-going to run on)",
+                    suite.name
+                ));
             }
             reporter.add(result)?;
         }
@@ -284,7 +303,11 @@ fn run_suites(
 }
 
 /// A fresh image with the suite's configuration and the run's key, booted to SSH.
-fn fresh_boot(dut: &mut Dut, suite: &crate::config::suite::Suite, public_key: &str) -> Result<Duration> {
+fn fresh_boot(
+    dut: &mut Dut,
+    suite: &crate::config::suite::Suite,
+    public_key: &str,
+) -> Result<Duration> {
     dut.disconnect();
     dut.target.power().off()?;
     dut.target.fresh_image()?;
@@ -311,18 +334,27 @@ fn fresh_boot(dut: &mut Dut, suite: &crate::config::suite::Suite, public_key: &s
 
 fn missing_capability(requires: &[Capability], has: &[Capability]) -> Option<String> {
     requires.iter().find(|c| !has.contains(c)).map(|c| match c {
-        Capability::Lan => "needs a LAN shared with the device (run as root for the private network)".to_string(),
+        Capability::Lan => {
+            "needs a LAN shared with the device (run as root for the private network)".to_string()
+        }
         Capability::Power => "needs a power switch the harness controls".to_string(),
     })
 }
 
 /// Runs one test's steps in order, bounded by its timeout.
-fn run_test(dut: &mut Dut, suite: &crate::config::suite::Suite, test: &crate::config::suite::TestFile) -> Outcome {
+fn run_test(
+    dut: &mut Dut,
+    suite: &crate::config::suite::Suite,
+    test: &crate::config::suite::TestFile,
+) -> Outcome {
     let deadline = Instant::now() + Duration::from_secs(test.timeout);
     for (i, step) in test.steps.iter().enumerate() {
         let budget = deadline.saturating_duration_since(Instant::now());
         if budget.is_zero() {
-            return Outcome::Failed(format!("the test ran past its timeout of {}s", test.timeout));
+            return Outcome::Failed(format!(
+                "the test ran past its timeout of {}s",
+                test.timeout
+            ));
         }
         match steps::run(dut, step, &suite.dir, budget) {
             Ok(()) => {}

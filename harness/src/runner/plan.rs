@@ -36,7 +36,9 @@ pub fn build(root: &Path, machine: &str, suites: &[String], filter: Option<&str>
         .map(|f| Regex::new(f).map_err(|e| Error::input(format!("invalid --filter /{f}/: {e}"))))
         .transpose()?;
     if suites.is_empty() {
-        return Err(Error::input("no suite given (e.g. `harness run --machine qemux86-64 suite/smoke`)"));
+        return Err(Error::input(
+            "no suite given (e.g. `harness run --machine qemux86-64 suite/smoke`)",
+        ));
     }
     let mut planned = Vec::new();
     for spec in suites {
@@ -67,7 +69,9 @@ fn check_steps(suite: &Suite) -> Result<()> {
         for (i, step) in test.steps.iter().enumerate() {
             let at = || format!("{}: step {}", file.display(), i + 1);
             let patterns: Vec<&String> = match step {
-                Step::Ssh(s) | Step::WaitFor(s) => s.output.iter().chain(s.not_output.iter()).collect(),
+                Step::Ssh(s) | Step::WaitFor(s) => {
+                    s.output.iter().chain(s.not_output.iter()).collect()
+                }
                 Step::Console(c) => c.expect.iter().chain(c.absent.iter()).collect(),
                 Step::Check(c) if !builtin::exists(&c.name) => {
                     let known: Vec<&str> = builtin::CHECKS.iter().map(|(n, _)| *n).collect();
@@ -83,7 +87,8 @@ fn check_steps(suite: &Suite) -> Result<()> {
             for p in patterns {
                 // `{{var}}` placeholders are filled in at run time; check the rest.
                 let probe = p.replace("{{", "").replace("}}", "");
-                Regex::new(&probe).map_err(|e| Error::input(format!("{}: invalid pattern /{p}/: {e}", at())))?;
+                Regex::new(&probe)
+                    .map_err(|e| Error::input(format!("{}: invalid pattern /{p}/: {e}", at())))?;
             }
         }
     }
@@ -94,7 +99,9 @@ fn check_steps(suite: &Suite) -> Result<()> {
 pub fn run_dir(root: &Path, out: Option<&Path>, target: &str) -> PathBuf {
     match out {
         Some(o) => o.to_path_buf(),
-        None => root.join("reports").join(format!("{}-{target}", utc_stamp())),
+        None => root
+            .join("reports")
+            .join(format!("{}-{target}", utc_stamp())),
     }
 }
 

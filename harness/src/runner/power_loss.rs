@@ -15,7 +15,13 @@ use super::dut::Dut;
 use crate::error::{Error, Result};
 
 /// The cut points, in the order an update passes them.
-pub const POINTS: &[&str] = &["before-write", "mid-write", "after-write", "after-arm", "first-boot"];
+pub const POINTS: &[&str] = &[
+    "before-write",
+    "mid-write",
+    "after-write",
+    "after-arm",
+    "first-boot",
+];
 
 const CANARY: &str = "/mnt/data/harness-canary";
 const BOOT: Duration = Duration::from_secs(300);
@@ -28,26 +34,39 @@ pub fn run(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -> 
     let payload = arg("payload").ok_or_else(|| Error::input("power-loss needs `payload`"))?;
     let new_version = arg("version").ok_or_else(|| Error::input("power-loss needs `version`"))?;
     let points: Vec<String> = match args.get("points") {
-        Some(Value::Array(list)) => list.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
         _ => POINTS.iter().map(|p| p.to_string()).collect(),
     };
     if let Some(bad) = points.iter().find(|p| !POINTS.contains(&p.as_str())) {
-        return Err(Error::input(format!("power-loss: unknown point `{bad}` (known: {})", POINTS.join(", "))));
+        return Err(Error::input(format!(
+            "power-loss: unknown point `{bad}` (known: {})",
+            POINTS.join(", ")
+        )));
     }
-    let mid_write = args.get("mid_write_seconds").and_then(Value::as_u64).unwrap_or(3);
+    let mid_write = args
+        .get("mid_write_seconds")
+        .and_then(Value::as_u64)
+        .unwrap_or(3);
     let canary = sh(dut, &format!(
         "test -f {CANARY} || dd if=/dev/urandom of={CANARY} bs=1M count=4 2>/dev/null; sync; sha256sum {CANARY} | cut -d' ' -f1"
     ))?;
     for point in &points {
         if Instant::now() >= deadline {
-            return Err(Error::failed(format!("ran out of time before the cut point `{point}`")));
+            return Err(Error::failed(format!(
+                "ran out of time before the cut point `{point}`"
+            )));
         }
         let (old_version, old_slot) = (version(dut)?, slot(dut)?);
         cut_at(dut, point, &payload, mid_write)?;
         dut.boot(BOOT)?;
         let (v, s) = (version(dut)?, slot(dut)?);
         dut.record(&format!("cut_{point}"), format!("booted {v} from {s}"));
-        dut.note(&format!("power cut at {point}: booted {v} from {s} (before: {old_version} from {old_slot})"));
+        dut.note(&format!(
+            "power cut at {point}: booted {v} from {s} (before: {old_version} from {old_slot})"
+        ));
         let old_ok = s == old_slot && v == old_version;
         let new_ok = s != old_slot && v == new_version;
         let ok = match point.as_str() {
@@ -67,7 +86,9 @@ pub fn run(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -> 
         }
         let now = sh(dut, &format!("sha256sum {CANARY} | cut -d' ' -f1"))?;
         if now != canary {
-            return Err(Error::failed(format!("after a power cut at {point} the data on resin-data changed")));
+            return Err(Error::failed(format!(
+                "after a power cut at {point} the data on resin-data changed"
+            )));
         }
         if new_ok {
             wait_confirmed(dut)?;
@@ -105,7 +126,10 @@ fn cut_at(dut: &mut Dut, point: &str, payload: &str, mid_write: u64) -> Result<(
             console.expect("hostapp-update: phase=write-start", wait)?;
             let mark = console.position();
             std::thread::sleep(Duration::from_secs(mid_write));
-            if console.text_between(mark, console.position()).contains("phase=write-done") {
+            if console
+                .text_between(mark, console.position())
+                .contains("phase=write-done")
+            {
                 return Err(Error::input(format!(
                     "the update's write took under {mid_write}s, so it cannot be cut mid-write; lower mid_write_seconds"
                 )));
@@ -114,7 +138,10 @@ fn cut_at(dut: &mut Dut, point: &str, payload: &str, mid_write: u64) -> Result<(
         "first-boot" => {
             update(dut, payload, "")?;
             console.skip_to_end();
-            let _ = dut.exec("(sleep 1; reboot) >/dev/null 2>&1 &", Duration::from_secs(15));
+            let _ = dut.exec(
+                "(sleep 1; reboot) >/dev/null 2>&1 &",
+                Duration::from_secs(15),
+            );
             // The new kernel is starting: the first boot of the new OS is under way.
             console.expect("Linux version", wait)?;
             std::thread::sleep(Duration::from_secs(2));
@@ -129,14 +156,26 @@ fn cut_at(dut: &mut Dut, point: &str, payload: &str, mid_write: u64) -> Result<(
 }
 
 fn start_update(dut: &mut Dut, payload: &str, stall: &str) -> Result<()> {
-    let env = if stall.is_empty() { String::new() } else { format!("HOSTAPP_UPDATE_STALL={stall} ") };
-    sh(dut, &format!("{env}nohup hostapp-update -f {payload} >/tmp/hostapp-update.log 2>&1 & echo started"))?;
+    let env = if stall.is_empty() {
+        String::new()
+    } else {
+        format!("HOSTAPP_UPDATE_STALL={stall} ")
+    };
+    sh(
+        dut,
+        &format!(
+            "{env}nohup hostapp-update -f {payload} >/tmp/hostapp-update.log 2>&1 & echo started"
+        ),
+    )?;
     Ok(())
 }
 
 /// Runs a whole update (no cut).
 fn update(dut: &mut Dut, payload: &str, env: &str) -> Result<()> {
-    let out = dut.exec(&format!("{env}hostapp-update -f {payload}"), Duration::from_secs(900))?;
+    let out = dut.exec(
+        &format!("{env}hostapp-update -f {payload}"),
+        Duration::from_secs(900),
+    )?;
     if out.status != 0 {
         return Err(Error::failed(format!(
             "hostapp-update -f {payload} exited {}: {}",
@@ -151,7 +190,10 @@ fn update(dut: &mut Dut, payload: &str, env: &str) -> Result<()> {
 fn wait_confirmed(dut: &mut Dut) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let env = sh(dut, "grep -a '^upgrade_available=' /mnt/boot/EFI/BOOT/grubenv || true")?;
+        let env = sh(
+            dut,
+            "grep -a '^upgrade_available=' /mnt/boot/EFI/BOOT/grubenv || true",
+        )?;
         if env.trim() == "upgrade_available=0" || env.trim().is_empty() {
             return Ok(());
         }

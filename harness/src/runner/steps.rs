@@ -10,7 +10,12 @@ use crate::error::{Context, Error, Result};
 use crate::image::configure::Change;
 
 /// Runs `step`; no wait inside it lasts past `budget` (what is left of the test's timeout).
-pub fn run(dut: &mut Dut, step: &Step, suite_dir: &std::path::Path, budget: Duration) -> Result<()> {
+pub fn run(
+    dut: &mut Dut,
+    step: &Step,
+    suite_dir: &std::path::Path,
+    budget: Duration,
+) -> Result<()> {
     let bound = |t: u64| Duration::from_secs(t).min(budget);
     match step {
         Step::Ssh(s) => ssh(dut, s, bound(s.timeout)),
@@ -75,7 +80,9 @@ fn ssh(dut: &mut Dut, s: &SshStep, timeout: Duration) -> Result<()> {
     let command = dut.expand(&s.run);
     if s.without_key {
         return match (dut.try_login_without_key(timeout), s.refused) {
-            (Ok(_), true) => Err(Error::failed("root logged in over SSH without a key, but must be refused")),
+            (Ok(_), true) => Err(Error::failed(
+                "root logged in over SSH without a key, but must be refused",
+            )),
             (Err(Error::Failed(_)), true) => {
                 dut.note("root login without a key: refused, as expected");
                 Ok(())
@@ -102,7 +109,10 @@ fn wait_for(dut: &mut Dut, s: &SshStep, timeout: Duration) -> Result<()> {
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let last = dut
-            .exec(&command, left.clamp(Duration::from_secs(1), Duration::from_secs(30)))
+            .exec(
+                &command,
+                left.clamp(Duration::from_secs(1), Duration::from_secs(30)),
+            )
             .and_then(|out| check(s, &command, &out, dut));
         match last {
             Ok(()) => return Ok(()),
@@ -131,7 +141,10 @@ fn console(dut: &mut Dut, c: &ConsoleStep, timeout: Duration) -> Result<()> {
     if let Some(cmd) = &c.run {
         let cmd = dut.expand(cmd);
         let (status, output) = con.run(&cmd, timeout)?;
-        dut.note(&format!("console$ {cmd} -> exit {status}: {}", short(&output)));
+        dut.note(&format!(
+            "console$ {cmd} -> exit {status}: {}",
+            short(&output)
+        ));
         if let Some(want) = c.status {
             if status != want {
                 return Err(Error::failed(format!(
@@ -188,12 +201,16 @@ fn copy(dut: &mut Dut, c: &CopyStep, suite_dir: &std::path::Path, timeout: Durat
     match (&c.from, &c.to_device, &c.from_device) {
         (Some(from), Some(to), None) => {
             let path = suite_dir.join(dut.expand(&from.to_string_lossy()));
-            let bytes = std::fs::read(&path).input_ctx(|| format!("cannot read {}", path.display()))?;
+            let bytes =
+                std::fs::read(&path).input_ctx(|| format!("cannot read {}", path.display()))?;
             dut.write_file(&dut.expand(to), &bytes, timeout)
         }
         (None, None, Some(remote)) => {
             let remote = dut.expand(remote);
-            let out = dut.exec(&format!("base64 < {}", crate::ssh::shell_quote(&remote)), timeout)?;
+            let out = dut.exec(
+                &format!("base64 < {}", crate::ssh::shell_quote(&remote)),
+                timeout,
+            )?;
             if out.status != 0 {
                 return Err(Error::failed(format!("cannot read {remote} on the device")));
             }
@@ -202,7 +219,8 @@ fn copy(dut: &mut Dut, c: &CopyStep, suite_dir: &std::path::Path, timeout: Durat
                 .map(|n| n.to_os_string())
                 .unwrap_or_else(|| "copied".into());
             let dest = dut.run_dir.join("files").join(name);
-            std::fs::create_dir_all(dut.run_dir.join("files")).infra_ctx(|| "cannot create files/".into())?;
+            std::fs::create_dir_all(dut.run_dir.join("files"))
+                .infra_ctx(|| "cannot create files/".into())?;
             let text: String = out.stdout.split_whitespace().collect();
             let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, text)
                 .infra_ctx(|| format!("the device sent invalid base64 for {remote}"))?;
@@ -224,7 +242,11 @@ fn short(s: &str) -> String {
 }
 
 fn tail(stderr: &str, stdout: &str) -> String {
-    let text = if stderr.trim().is_empty() { stdout } else { stderr };
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
     let last = text.trim().lines().last().unwrap_or("");
     if last.is_empty() {
         String::new()
@@ -232,4 +254,3 @@ fn tail(stderr: &str, stdout: &str) -> String {
         format!(": {}", short(last))
     }
 }
-

@@ -1,0 +1,120 @@
+//! The suites end to end on QEMU against the reference image: each must pass on a healthy
+//! device, and the negative suites must fail, naming the broken behaviour.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_valid_junit, harness, stderr, QEMU};
+
+/// Runs `harness run --machine qemux86-64 SUITE --keep-going ARGS`; returns its exit code,
+/// stderr and the run folder.
+fn run_suite(suite: &str, args: &[&str]) -> (Option<i32>, String, tempfile::TempDir) {
+    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let out = harness()
+        .args([
+            "run",
+            "--machine",
+            "qemux86-64",
+            suite,
+            "--keep-going",
+            "--out",
+        ])
+        .arg(dir.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert_valid_junit(&dir.path().join("junit.xml"));
+    (out.status.code(), stderr(&out), dir)
+}
+
+fn tests(dir: &Path) -> Vec<serde_json::Value> {
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    s["tests"].as_array().unwrap().clone()
+}
+
+fn outcome_of<'a>(tests: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    tests
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no test {name}"))
+}
+
+#[test]
+fn suite_os_passes_with_the_private_lan() {
+    let (code, err, _dir) = run_suite("suite/os", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("private LAN"), "{err}");
+}
+
+#[test]
+fn suite_os_without_cap_net_admin_skips_the_lan_tests_and_says_why() {
+    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // Root without CAP_NET_ADMIN: the harness cannot make its private LAN.
+    let out = std::process::Command::new("setpriv")
+        .args(["--inh-caps=-net_admin", "--bounding-set=-net_admin", "--"])
+        .arg(env!("CARGO_BIN_EXE_harness"))
+        .current_dir(common::root())
+        .args(["run", "--machine", "qemux86-64", "suite/os", "--keep-going"])
+        .args([
+            "--filter",
+            "os/(hostname-mdns|networking|networking-lan)$",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("user networking"), "{err}");
+    let t = tests(dir.path());
+    assert_eq!(outcome_of(&t, "networking")["outcome"], "passed");
+    for name in ["hostname-mdns", "networking-lan"] {
+        let r = outcome_of(&t, name);
+        assert_eq!(r["outcome"], "skipped", "{r}");
+        assert!(r["message"].as_str().unwrap().contains("LAN"), "{r}");
+    }
+}
+
+#[test]
+fn suite_os_negative_fails_and_names_each_broken_behaviour() {
+    let (code, err, dir) = run_suite("suite/os-negative", &[]);
+    assert_eq!(code, Some(1), "{err}");
+    let t = tests(dir.path());
+    let os_release = outcome_of(&t, "os-release");
+    assert_eq!(os_release["outcome"], "failed", "{os_release}");
+    assert!(
+        os_release["message"].as_str().unwrap().contains("SLUG"),
+        "{os_release}"
+    );
+    let hostname = outcome_of(&t, "hostname");
+    assert_eq!(hostname["outcome"], "failed", "{hostname}");
+    assert!(
+        hostname["message"].as_str().unwrap().contains("hostname"),
+        "{hostname}"
+    );
+    let dev = outcome_of(&t, "development-mode");
+    assert_eq!(dev["outcome"], "failed", "{dev}");
+    assert!(dev["message"].as_str().unwrap().contains("2375"), "{dev}");
+}
+
+#[test]
+fn suite_hup_passes() {
+    let (code, err, dir) = run_suite("suite/hup", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let t = tests(dir.path());
+    let power = outcome_of(&t, "power-loss");
+    let props = power["properties"].to_string();
+    for point in [
+        "before-write",
+        "mid-write",
+        "after-write",
+        "after-arm",
+        "first-boot",
+    ] {
+        assert!(props.contains(&format!("cut_{point}")), "{props}");
+    }
+}
