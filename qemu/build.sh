@@ -51,7 +51,11 @@ cleanup() {
 	for m in proc sys dev/pts dev run; do
 		umount -l "$ROOT/$m" 2>/dev/null || true
 	done
-	rm -rf --one-file-system "$WORK"
+	if [ -n "${HARNESS_KEEP_WORK:-}" ]; then
+		echo "work dir kept: $WORK" >&2
+	else
+		rm -rf --one-file-system "$WORK"
+	fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -99,4 +103,5 @@ disk_assemble "$OUT/image.img" "$WORK/boot.vfat" "$WORK/rootA.ext4" "$WORK/rootB
 	"$WORK/state.ext4" "$WORK/data.ext4"
 jq -n --arg m "$MACHINE" --arg v "$VERSION" --arg uf "hostapp-$UPDATE_VERSION.ext4.zst" --arg uv "$UPDATE_VERSION" \
 	'{machine: $m, image: "image.img", version: $v, update: {file: $uf, version: $uv}}' >"$OUT/build.json"
+echo "==> time per step: $(step_times)"
 echo "==> done: $OUT/image.img ($(du -h --apparent-size "$OUT/image.img" | cut -f1) sparse, $(du -h "$OUT/image.img" | cut -f1) used)"

@@ -4,10 +4,16 @@
 # Progress line in the format the harness parses: "==> [N/M] what".
 STEP=0
 STEPS=${STEPS:-1}
+STEP_TIMES=''
+STEP_START=$SECONDS
 step() {
+	[ "$STEP" = 0 ] || STEP_TIMES+=" $STEP:$((SECONDS - STEP_START))s"
+	STEP_START=$SECONDS
 	STEP=$((STEP + 1))
 	printf '==> [%d/%d] %s\n' "$STEP" "$STEPS" "$*"
 }
+# Seconds spent per step, for the final summary line.
+step_times() { echo "${STEP_TIMES# } $STEP:$((SECONDS - STEP_START))s"; }
 
 # One-line error on stderr, non-zero exit.
 die() {

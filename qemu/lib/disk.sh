@@ -24,22 +24,24 @@ mkvfat() {
 # x86: p1 boot, p2 rootA, p3 rootB, p4 extended with p5 state, p6 data.
 disk_assemble() {
 	local img=$1 boot=$2 roota=$3 rootb=$4 state=$5 data=$6
-	local mib=$((1024 * 1024)) total f i start
+	local mib=$((1024 * 1024)) f i start b ra rb st da ext
 	mib_of() { echo $(($(stat -c %s "$1") / mib)); }
-	# 4 MiB before p1 (as balenaOS), 1 MiB per logical partition for its
-	# EBR and alignment, 1 MiB spare at the end.
-	total=$((4 + $(mib_of "$boot") + $(mib_of "$roota") + $(mib_of "$rootb") + 2 + $(mib_of "$state") + 1 + $(mib_of "$data") + 1))
+	b=$(mib_of "$boot") ra=$(mib_of "$roota") rb=$(mib_of "$rootb") st=$(mib_of "$state") da=$(mib_of "$data")
+	# 4 MiB before p1 (as balenaOS); every logical partition starts 1 MiB
+	# into its own space (EBR + alignment). Starts are explicit: sfdisk
+	# would otherwise put the extended partition in the gap before p1.
+	ext=$((4 + b + ra + rb))
 	rm -f "$img"
-	truncate -s "${total}M" "$img"
+	truncate -s "$((ext + 1 + st + 1 + da + 1))M" "$img"
 	quiet sfdisk --quiet "$img" <<-EOS
 		label: dos
 		unit: sectors
-		start=8192, size=$(($(mib_of "$boot") * 2048)), type=c, bootable
-		size=$(($(mib_of "$roota") * 2048)), type=83
-		size=$(($(mib_of "$rootb") * 2048)), type=83
-		type=5
-		size=$(($(mib_of "$state") * 2048)), type=83
-		size=$(($(mib_of "$data") * 2048)), type=83
+		start=$((4 * 2048)), size=$((b * 2048)), type=c, bootable
+		start=$(((4 + b) * 2048)), size=$((ra * 2048)), type=83
+		start=$(((4 + b + ra) * 2048)), size=$((rb * 2048)), type=83
+		start=$((ext * 2048)), size=$(((1 + st + 1 + da) * 2048)), type=5
+		start=$(((ext + 1) * 2048)), size=$((st * 2048)), type=83
+		start=$(((ext + 1 + st + 1) * 2048)), size=$((da * 2048)), type=83
 	EOS
 	i=0
 	for f in "$boot" "$roota" "$rootb" "" "$state" "$data"; do

@@ -4,7 +4,7 @@
 # and the initramfs in /boot, so a slot is a complete OS.
 
 # Modules the initramfs needs to reach the root: disk, filesystems, overlays.
-INITRAMFS_MODULES=(virtio_pci virtio_blk virtio_scsi sd_mod crc32c_generic ext4 vfat nls_cp437 nls_ascii nls_utf8 overlay)
+INITRAMFS_MODULES=(virtio_pci virtio_blk crc32c_generic ext4 vfat nls_cp437 nls_ascii nls_utf8 overlay)
 
 # Module trees copied into the rootfs: enough for virtio hardware, every
 # filesystem, netfilter/bridge/overlay for the engine; not GPUs, sound,

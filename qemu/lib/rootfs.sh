@@ -64,6 +64,9 @@ rootfs_trim() {
 		"$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* \
 		"$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old \
 		"$root"/var/log/*.log "$root"/var/log/apt/* "$root"/tmp/*
+	# docker.io extras the engine does not run: libnetwork test tools, the
+	# containerd CLI and the legacy v1 shims (dockerd uses runc.v2).
+	rm -f "$root"/usr/bin/{dnet,ctr,containerd-shim,containerd-shim-runc-v1} "$root"/usr/sbin/ovrouter
 	cat >"$root/etc/dpkg/dpkg.cfg.d/01-balena-nodoc" <<-'EOC'
 		path-exclude=/usr/share/doc/*
 		path-exclude=/usr/share/man/*
