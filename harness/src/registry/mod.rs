@@ -1,0 +1,9 @@
+//! A registry the harness serves itself, the images it serves, and a client for balenaEngine deltas.
+
+mod image;
+mod tar;
+
+pub use image::{
+    build_app, build_app_all_new, run_script, sha256_digest, AppImage, BaseLayer, Blob, Layer,
+    CONFIG_V1, HOST_BUSYBOX, LAYER_TAR_GZIP, MANIFEST_V2,
+};
