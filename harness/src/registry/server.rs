@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, Semaphore};
 
 use super::counts::{Counts, Mark, Served};
-use super::http::{read_request, write_response};
+use super::http::{read_request, write_response, Response};
 use super::image::AppImage;
 use super::routes::{self, Store};
 use crate::error::{Context, Result};
@@ -163,6 +163,21 @@ async fn serve(
 async fn connection(stream: TcpStream, store: &Store, counts: &Counts) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
+    if starts_with_tls(&mut read).await {
+        // An engine tries HTTPS first even for an insecure registry. A prompt plain-HTTP answer
+        // makes it fall back to HTTP at once ("server gave HTTP response to HTTPS client")
+        // instead of waiting out its TLS handshake timeout.
+        // No body, so the attempt adds nothing to the byte counts.
+        let response = Response {
+            status: 400,
+            content_type: "text/plain",
+            headers: vec![],
+            body: Arc::from([]),
+        };
+        counts.begin(served("TLS", "", None, 400));
+        write_response(&mut write, &response, false, false, WRITE_TIMEOUT, |_| {}).await?;
+        return write.shutdown().await;
+    }
     loop {
         let request = match tokio::time::timeout(IDLE_TIMEOUT, read_request(&mut read)).await {
             Err(_) | Ok(Ok(None)) => return Ok(()),
@@ -202,6 +217,13 @@ async fn connection(stream: TcpStream, store: &Store, counts: &Counts) -> std::i
             return write.shutdown().await;
         }
     }
+}
+
+/// Whether the client opened with a TLS handshake record (0x16) rather than an HTTP method.
+async fn starts_with_tls<R: tokio::io::AsyncBufRead + Unpin>(read: &mut R) -> bool {
+    use tokio::io::AsyncBufReadExt;
+    let first = tokio::time::timeout(IDLE_TIMEOUT, read.fill_buf()).await;
+    matches!(first, Ok(Ok([0x16, ..])))
 }
 
 fn served(method: &str, path: &str, repo: Option<String>, status: u16) -> Served {
@@ -416,6 +438,18 @@ mod tests {
             .exchange(b"nonsense\r\n\r\n")
             .unwrap();
         assert_eq!(parse_response(&raw, false).unwrap().status, 400);
+    }
+
+    #[test]
+    fn answers_a_tls_hello_at_once_in_plain_http() {
+        let Some(reg) = start() else { return };
+        let hello = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03";
+        let raw = TcpTransport::new(reg.addr(), Duration::from_secs(5))
+            .exchange(hello)
+            .unwrap();
+        assert!(raw.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        assert_eq!(reg.served()[0].method, "TLS");
+        assert_eq!(reg.bytes_total(), 0);
     }
 
     #[test]
