@@ -21,6 +21,13 @@ pub struct Served {
     pub bytes: u64,
 }
 
+impl Served {
+    /// Whether this was a blob (layer or config) rather than a manifest or the API root.
+    pub fn is_blob(&self) -> bool {
+        self.path.contains("/blobs/")
+    }
+}
+
 /// A point in the registry's running byte total, from [`Registry::mark`](super::Registry::mark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mark(pub(crate) u64);

@@ -435,6 +435,14 @@ pub(crate) mod tests {
             v2.wire_size() - v2.layers[0].blob.size()
         );
         assert_eq!(all_new.wire_size_after(v1), all_new.wire_size());
+        eprintln!(
+            "v1 {} B, v2 {} B, shared base {} B, v2 after v1 {} B, all-new after v1 {} B",
+            v1.wire_size(),
+            v2.wire_size(),
+            v1.layers[0].blob.size(),
+            v2.wire_size_after(v1),
+            all_new.wire_size_after(v1)
+        );
     }
 
     #[test]
