@@ -30,7 +30,12 @@ impl Served {
 
 /// A point in the registry's running byte total, from [`Registry::mark`](super::Registry::mark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Mark(pub(crate) u64);
+pub struct Mark {
+    /// The running byte total then.
+    pub(crate) total: u64,
+    /// The sequence number the next response got then.
+    pub(crate) seq: u64,
+}
 
 #[derive(Default)]
 pub(crate) struct Counts {
@@ -91,6 +96,21 @@ impl Counts {
         self.lock().total
     }
 
+    pub(crate) fn mark(&self) -> Mark {
+        let inner = self.lock();
+        Mark {
+            total: inner.total,
+            seq: inner.first_seq + inner.log.len() as u64,
+        }
+    }
+
+    /// Responses begun since `mark` that are still in the ledger.
+    pub(crate) fn served_since(&self, mark: Mark) -> Vec<Served> {
+        let inner = self.lock();
+        let skip = mark.seq.saturating_sub(inner.first_seq) as usize;
+        inner.log.iter().skip(skip).cloned().collect()
+    }
+
     /// Empties the ledger; the running total (and so every [`Mark`]) is kept.
     pub(crate) fn reset(&self) {
         let mut inner = self.lock();
@@ -131,5 +151,10 @@ mod tests {
         assert_eq!(counts.served().len(), MAX_LOG);
         assert_eq!(counts.bytes_for("other"), MAX_LOG as u64);
         assert_eq!(counts.total(), 12 + MAX_LOG as u64 + 5);
+        let mark = counts.mark();
+        let s = counts.begin(served("late"));
+        counts.add(s, 4);
+        assert_eq!(counts.served_since(mark).len(), 1);
+        assert_eq!(counts.served_since(mark)[0].bytes, 4);
     }
 }

@@ -352,6 +352,37 @@ mod tests {
     }
 
     #[test]
+    fn tcp_client_reads_a_chunked_stream_from_a_socket() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let engine = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap() == 1 {
+                head.push(byte[0]);
+            }
+            for piece in RECORDED_BALENA_DELTA.chunks(50) {
+                conn.write_all(piece).unwrap();
+            }
+            String::from_utf8(head).unwrap()
+        });
+        let outcome = DeltaClient::tcp(addr).create("app:v1", "app:v2").unwrap();
+        assert!(matches!(
+            outcome,
+            DeltaOutcome::Created {
+                bytes: Some(1536),
+                ..
+            }
+        ));
+        assert!(engine
+            .join()
+            .unwrap()
+            .starts_with("POST /images/delta?src=app:v1&dest=app:v2 "));
+    }
+
+    #[test]
     fn human_sizes_and_escaping() {
         assert_eq!(human_bytes("512B"), Some(512));
         assert_eq!(human_bytes("1.1kB"), Some(1100));

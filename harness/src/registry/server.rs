@@ -98,12 +98,18 @@ impl Registry {
 
     /// The current byte total, to measure one step with [`bytes_served_since`](Self::bytes_served_since).
     pub fn mark(&self) -> Mark {
-        Mark(self.counts.total())
+        self.counts.mark()
     }
 
     /// Body bytes served (all repositories) since `mark` was taken.
     pub fn bytes_served_since(&self, mark: Mark) -> u64 {
-        self.counts.total().saturating_sub(mark.0)
+        self.counts.total().saturating_sub(mark.total)
+    }
+
+    /// Responses sent since `mark` (unless [`reset_counts`](Self::reset_counts) dropped them).
+    /// Sum those where [`Served::is_blob`] to leave out manifests and `/v2/` pings.
+    pub fn served_since(&self, mark: Mark) -> Vec<Served> {
+        self.counts.served_since(mark)
     }
 
     /// Empties the list of served responses (and so [`bytes_for`](Self::bytes_for)); marks stay valid.
@@ -402,6 +408,13 @@ mod tests {
         let mark = reg.mark();
         pull(&reg, "app", "v1", &mut have);
         assert_eq!(reg.bytes_served_since(mark), v1.wire_size());
+        let blobs: u64 = reg
+            .served_since(mark)
+            .iter()
+            .filter(|s| s.is_blob())
+            .map(|s| s.bytes)
+            .sum();
+        assert_eq!(blobs, v1.wire_size() - v1.manifest.size());
 
         let mark = reg.mark();
         pull(&reg, "app", "v2", &mut have);
