@@ -20,12 +20,12 @@ pub trait Transport {
 #[derive(Debug, Clone)]
 pub struct TcpTransport {
     addr: SocketAddr,
-    /// Longest wait for the connection and between two reads.
+    /// Longest wait between two reads or writes.
     timeout: Duration,
 }
 
 impl TcpTransport {
-    /// A transport to `addr`; `timeout` bounds the connect and every read and write.
+    /// A transport to `addr`; `timeout` bounds every read and write, and the connect (at most 10 s).
     pub fn new(addr: SocketAddr, timeout: Duration) -> TcpTransport {
         TcpTransport { addr, timeout }
     }
@@ -34,7 +34,9 @@ impl TcpTransport {
 impl Transport for TcpTransport {
     fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>> {
         let addr = self.addr;
-        let mut stream = TcpStream::connect_timeout(&addr, self.timeout)
+        // A device that is down should fail fast even when reads may take minutes.
+        let connect = self.timeout.min(Duration::from_secs(10));
+        let mut stream = TcpStream::connect_timeout(&addr, connect)
             .infra_ctx(|| format!("connecting to {addr}"))?;
         stream
             .set_read_timeout(Some(self.timeout))
