@@ -27,6 +27,7 @@ pub mod paths;
 pub mod process;
 pub mod qemu;
 pub mod reference;
+pub mod registry;
 pub mod report;
 pub mod runner;
 pub mod ssh;
