@@ -14,6 +14,9 @@ pub enum Error {
     /// A check did not hold (exit 1): the device under test misbehaved.
     #[error("{0}")]
     Failed(String),
+    /// A check cannot apply to this device, and says why (the test is reported skipped).
+    #[error("skipped: {0}")]
+    Skip(String),
     /// Ctrl-C or SIGTERM arrived.
     #[error("interrupted")]
     Interrupted,
@@ -42,6 +45,7 @@ impl Error {
             Error::Infra(_) => exit_code::INFRASTRUCTURE,
             Error::Failed(_) => exit_code::TEST_FAILED,
             Error::Interrupted => exit_code::INTERRUPTED,
+            Error::Skip(_) => exit_code::SUCCESS,
         }
     }
 }

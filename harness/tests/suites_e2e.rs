@@ -118,3 +118,34 @@ fn suite_hup_passes() {
         assert!(props.contains(&format!("cut_{point}")), "{props}");
     }
 }
+
+#[test]
+fn suite_engine_passes_and_reports_bytes() {
+    let (code, err, dir) = run_suite("suite/engine", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    let t = tests(dir.path());
+    assert_eq!(outcome_of(&t, "delta")["outcome"], "skipped");
+    assert!(outcome_of(&t, "delta")["message"]
+        .as_str()
+        .unwrap()
+        .contains("404"));
+    let props = outcome_of(&t, "layer-reuse")["properties"].to_string();
+    assert!(
+        props.contains("bytes_served_v2") && props.contains("ratio_v2"),
+        "{props}"
+    );
+    let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(xml.contains("pull-and-run.bytes_served_v1"), "{xml}");
+}
+
+#[test]
+fn layer_reuse_fails_with_the_figures_when_v2_shares_no_layer() {
+    let (code, err, dir) = run_suite("suite/engine-negative", &["--var", "engine_v2=all-new"]);
+    assert_eq!(code, Some(1), "{err}");
+    let t = tests(dir.path());
+    assert_eq!(outcome_of(&t, "pull-and-run")["outcome"], "passed");
+    let reuse = outcome_of(&t, "layer-reuse");
+    assert_eq!(reuse["outcome"], "failed", "{reuse}");
+    let msg = reuse["message"].as_str().unwrap();
+    assert!(msg.contains("bytes") && msg.contains("not reused"), "{msg}");
+}

@@ -30,6 +30,14 @@ pub const CHECKS: &[(&str, &str)] = &[
         "cuts the power at `points` of a host OS update of `payload` (to `version`) and checks a complete OS boots, data intact, then a full update succeeds",
     ),
     (
+        "engine-pull",
+        "pulls app:`tag` from the harness's registry and runs it; records bytes on the wire; `full`, `max_ratio` bound them",
+    ),
+    (
+        "engine-delta",
+        "asks the engine for the app:`src` -> app:`dest` delta; skipped where the engine has no delta API",
+    ),
+    (
         "reach",
         "the harness sees the SSH-2.0 banner at `ip`:`port` (default port 22222)",
     ),
@@ -57,6 +65,8 @@ pub fn run(
         "http-from-device" => http_from_device(dut, timeout),
         "reach" => reach(dut, &args, timeout),
         "power-loss" => super::power_loss::run(dut, args.args, timeout),
+        "engine-pull" => super::engine::pull(dut, args.args, timeout),
+        "engine-delta" => super::engine::delta(dut, args.args, timeout),
         other => Err(Error::input(format!("unknown check `{other}`"))),
     }
 }
@@ -116,10 +126,12 @@ fn engine_api(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
                     body.trim()
                 )))
             }
-            _ if Instant::now() >= deadline => return Err(Error::failed(format!(
+            _ if Instant::now() >= deadline => {
+                return Err(Error::failed(format!(
                 "the engine API on port 2375 did not answer /_ping with OK within {}s ({answer:?})",
                 timeout.as_secs()
-            ))),
+            )))
+            }
             _ => std::thread::sleep(Duration::from_secs(1)),
         }
     }

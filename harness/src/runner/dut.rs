@@ -21,6 +21,8 @@ pub struct Dut<'t> {
     pub vars: BTreeMap<String, String>,
     /// The run's folder (for files fetched from the device).
     pub run_dir: PathBuf,
+    /// The registry the engine checks pull from, once one needed it.
+    pub engine: Option<super::engine::Fixture>,
     ssh: Option<Ssh>,
     transcript: String,
     properties: Vec<(String, String)>,
@@ -34,6 +36,7 @@ impl<'t> Dut<'t> {
             key,
             vars: BTreeMap::new(),
             run_dir,
+            engine: None,
             ssh: None,
             transcript: String::new(),
             properties: Vec::new(),

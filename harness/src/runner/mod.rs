@@ -6,6 +6,7 @@
 
 pub mod builtin;
 pub mod dut;
+pub mod engine;
 pub mod plan;
 pub mod power_loss;
 pub mod steps;
@@ -359,6 +360,7 @@ fn run_test(
         match steps::run(dut, step, &suite.dir, budget) {
             Ok(()) => {}
             Err(Error::Failed(m)) => return Outcome::Failed(format!("step {}: {m}", i + 1)),
+            Err(Error::Skip(why)) => return Outcome::Skipped(why),
             Err(Error::Interrupted) => return Outcome::Error("interrupted".into()),
             Err(e) => return Outcome::Error(format!("step {}: {e}", i + 1)),
         }
