@@ -184,9 +184,10 @@ impl Console {
         self.expect(r"login: ?$|login: ", left(deadline))?;
         self.send(&format!("{user}\r"))?;
         self.expect(r"[#$] ?$|[#$] ", left(deadline))?;
-        // A prompt that cannot be confused with command output, and no echo of control keys.
-        self.send("export PS1='harness# '; stty -echoctl 2>/dev/null\r")?;
-        self.expect("\nharness# ", left(deadline))?;
+        // A prompt that cannot be confused with command output; the quotes split the typed
+        // text so its echo does not match. Shells may put escape codes before the prompt.
+        self.send("export PS1='harn''ess# '; stty -echoctl 2>/dev/null\r")?;
+        self.expect("harness# ", left(deadline))?;
         Ok(())
     }
 
