@@ -509,4 +509,40 @@ mod tests {
             .unwrap_or_default();
         assert!(out.is_empty());
     }
+
+    /// Timing, not a check: `cargo test --release -p harness measure_ -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn measure_configure_on_a_2gib_image() {
+        use std::time::Instant;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.img");
+        crate::image::testimg::make_test_image_sized(&path, TableKind::Msdos, 2 << 30).unwrap();
+        let changes = [
+            Change::Set("hostname".into(), "rig-1".into()),
+            Change::Set("developmentMode".into(), "true".into()),
+            Change::Set("os.sshKeys".into(), r#"["ssh-ed25519 AAAA k"]"#.into()),
+            Change::WriteFile("system-connections/wifi".into(), vec![b'x'; 600]),
+        ];
+        for round in 0..3 {
+            let t = Instant::now();
+            configure(&path, &changes).unwrap();
+            eprintln!("configure 2 GiB msdos, round {round}: {:?}", t.elapsed());
+        }
+        let t = Instant::now();
+        crate::image::inspect::inspect(&path).unwrap();
+        eprintln!("inspect 2 GiB raw: {:?}", t.elapsed());
+        let zst = dir.path().join("big.img.zst");
+        let mut enc = zstd::stream::write::Encoder::new(File::create(&zst).unwrap(), 3).unwrap();
+        io::copy(&mut File::open(&path).unwrap(), &mut enc).unwrap();
+        enc.finish().unwrap().flush().unwrap();
+        let t = Instant::now();
+        let raw = unpack_to(&zst, &dir.path().join("out")).unwrap();
+        let meta = fs::metadata(&raw).unwrap();
+        eprintln!(
+            "unpack 2 GiB .zst: {:?}, {} bytes allocated",
+            t.elapsed(),
+            meta.blocks() * 512
+        );
+    }
 }
