@@ -693,10 +693,7 @@ mod tests {
         let bytes = vol.get_mut();
         let pos = bytes[..4 << 20]
             .windows(11)
-            .enumerate()
-            .filter(|(_, w)| w == b"OLD-LABEL  ")
-            .map(|(i, _)| i)
-            .last()
+            .rposition(|w| w == b"OLD-LABEL  ")
             .unwrap();
         assert!(pos > 512, "the last copy is the root-dir entry");
         bytes[pos..pos + 11].copy_from_slice(b"resin-boot ");
