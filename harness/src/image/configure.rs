@@ -133,7 +133,7 @@ const BLOCK: usize = 64 << 10;
 /// image returns its own path.
 ///
 /// The result is named after the source without its packing (`x.img.xz` → `x.img`, `x.zip` →
-/// `x.img`). It appears only once complete, and is reused when it is newer than the source.
+/// `x.img`). It appears only once complete, and is reused while the source keeps its mtime.
 pub fn unpack_to(path: &Path, dest_dir: &Path) -> Result<PathBuf> {
     let packing = Packing::of(path);
     if packing == Packing::Raw {
@@ -141,14 +141,12 @@ pub fn unpack_to(path: &Path, dest_dir: &Path) -> Result<PathBuf> {
     }
     let shown = path.display();
     let src_meta = fs::metadata(path).input_ctx(|| format!("cannot open image {shown}"))?;
+    let src_mtime = src_meta.modified().ok();
     let dest = dest_dir.join(unpacked_name(path, packing));
-    if let (Ok(d), Ok(s)) = (
-        fs::metadata(&dest).and_then(|m| m.modified()),
-        src_meta.modified(),
-    ) {
-        if d >= s {
-            return Ok(dest);
-        }
+    // An unpacked file carries its source's mtime: equal times mean it is already done.
+    let dest_mtime = fs::metadata(&dest).and_then(|m| m.modified()).ok();
+    if dest_mtime.is_some() && dest_mtime == src_mtime {
+        return Ok(dest);
     }
     fs::create_dir_all(dest_dir)
         .infra_ctx(|| format!("cannot create directory {}", dest_dir.display()))?;
@@ -158,7 +156,7 @@ pub fn unpack_to(path: &Path, dest_dir: &Path) -> Result<PathBuf> {
         file_name.unwrap_or_default(),
         std::process::id()
     ));
-    let result = sparse_copy(path, &partial).and_then(|()| {
+    let result = sparse_copy(path, &partial, src_mtime).and_then(|()| {
         fs::rename(&partial, &dest).infra_ctx(|| format!("cannot create {}", dest.display()))
     });
     if result.is_err() {
@@ -180,7 +178,7 @@ fn unpacked_name(path: &Path, packing: Packing) -> String {
 }
 
 /// Copies the decompressed stream of `src` to `dest`, seeking over all-zero blocks.
-fn sparse_copy(src: &Path, dest: &Path) -> Result<()> {
+fn sparse_copy(src: &Path, dest: &Path, mtime: Option<std::time::SystemTime>) -> Result<()> {
     let mut reader = open_raw_stream(src)?;
     let write_ctx = || format!("cannot write {}", dest.display());
     let mut out = File::create(dest).infra_ctx(write_ctx)?;
@@ -206,6 +204,9 @@ fn sparse_copy(src: &Path, dest: &Path) -> Result<()> {
         pos += n as u64;
     }
     out.set_len(pos).infra_ctx(write_ctx)?;
+    if let Some(t) = mtime {
+        out.set_modified(t).infra_ctx(write_ctx)?;
+    }
     out.sync_data().infra_ctx(write_ctx)
 }
 
@@ -448,16 +449,16 @@ mod tests {
         }
     }
 
-    /// A 16 MiB raw file with data at the start, in the middle and just before a zero tail.
+    /// A 4 MiB raw file with data at the start, in the middle and just before a zero tail.
     fn sparse_raw() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.img");
-        let mut bytes = vec![0u8; 16 << 20];
+        let mut bytes = vec![0u8; 4 << 20];
         for (i, b) in bytes[..300_000].iter_mut().enumerate() {
             *b = (i % 251) as u8;
         }
-        bytes[(9 << 20) + 17] = 1;
-        bytes[(15 << 20) - 1] = 2;
+        bytes[(2 << 20) + 17] = 1;
+        bytes[(3 << 20) - 1] = 2;
         fs::write(&path, &bytes).unwrap();
         (dir, path)
     }
@@ -484,9 +485,19 @@ mod tests {
                 "{name}: {} blocks",
                 meta.blocks()
             );
-            // Newer than its source: reused, not unpacked again.
+            // Same mtime as its source: reused, not unpacked again.
             let again = unpack_to(&packed, &out_dir).unwrap();
             assert_eq!(fs::metadata(&again).unwrap().ino(), meta.ino(), "{name}");
+            // A changed source is unpacked again.
+            let later = meta.modified().unwrap() + std::time::Duration::from_secs(5);
+            File::options()
+                .write(true)
+                .open(&packed)
+                .unwrap()
+                .set_modified(later)
+                .unwrap();
+            let fresh = unpack_to(&packed, &out_dir).unwrap();
+            assert_ne!(fs::metadata(&fresh).unwrap().ino(), meta.ino(), "{name}");
             fs::remove_file(&unpacked).unwrap();
         }
         assert_eq!(unpack_to(&raw, &out_dir).unwrap(), raw);
