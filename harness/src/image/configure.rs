@@ -37,12 +37,51 @@ pub fn configure(path: &Path, changes: &[Change]) -> Result<()> {
         .write(true)
         .open(path)
         .input_ctx(|| format!("cannot open image {shown} for writing"))?;
-    let boot = open_boot(&mut file).map_err(super::at(path))?;
-    let origin = format!("{shown}: {BOOT_LABEL}/config.json");
-    apply(&boot, changes, &origin)?;
-    boot.close()?;
+    let at = super::at(path);
+    let boot = open_boot(&mut file).map_err(&at)?;
+    apply(&boot, changes, &format!("{BOOT_LABEL}/config.json")).map_err(&at)?;
+    boot.close().map_err(&at)?;
     file.sync_data()
         .infra_ctx(|| format!("cannot write image {shown}"))
+}
+
+/// The writes that would apply `changes` to the raw image at `path`, without touching it:
+/// `(offset in the disk, bytes)` for each changed run of `chunk`-byte blocks of `resin-boot`.
+///
+/// For copy-on-write overlays (QEMU's qcow2): write these into the overlay, never the image.
+pub fn boot_overlay_writes(
+    path: &Path,
+    changes: &[Change],
+    chunk: usize,
+) -> Result<Vec<(u64, Vec<u8>)>> {
+    let shown = path.display();
+    if Packing::of(path) != Packing::Raw {
+        return Err(Error::input(format!(
+            "{shown}: packed image; unpack it first (see unpack_to)"
+        )));
+    }
+    let at = super::at(path);
+    let mut file = File::open(path).input_ctx(|| format!("cannot open image {shown}"))?;
+    let part = {
+        let boot = open_boot(super::partitions::ReadOnly(&mut file)).map_err(&at)?;
+        boot.partition().cloned()
+    }
+    .ok_or_else(|| Error::infra("open_boot returned no partition"))?;
+    let len = usize::try_from(part.size)
+        .map_err(|_| Error::input(format!("{shown}: {BOOT_LABEL} is too large to edit")))?;
+    let mut before = vec![0u8; len];
+    file.seek(SeekFrom::Start(part.start))
+        .and_then(|_| file.read_exact(&mut before))
+        .infra_ctx(|| format!("cannot read {BOOT_LABEL} of {shown}"))?;
+    let mut after = before.clone();
+    edit_boot_partition(&mut after, changes).map_err(&at)?;
+    Ok(changed_ranges(&before, &after, chunk)
+        .into_iter()
+        .map(|(off, n)| {
+            let bytes = after[off as usize..(off + n) as usize].to_vec();
+            (part.start + off, bytes)
+        })
+        .collect())
 }
 
 /// Applies `changes` to an in-memory copy of just the boot partition (a whole FAT volume).
@@ -399,6 +438,25 @@ mod tests {
         let boot = BootFs::from_range(Cursor::new(after), 0, testimg::BOOT_SIZE).unwrap();
         let cfg = ConfigJson::parse(&boot.read("config.json").unwrap().unwrap(), "t").unwrap();
         assert_eq!(cfg.get("hostname"), Some(&json!("qemu-1")));
+    }
+
+    #[test]
+    fn overlay_writes_leave_the_image_alone() {
+        let (_dir, path) = image(TableKind::Gpt);
+        let before = fs::read(&path).unwrap();
+        let changes = [Change::Set("hostname".into(), "vm-1".into())];
+        let writes = boot_overlay_writes(&path, &changes, 4096).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), before, "the image changed");
+        assert!(!writes.is_empty() && writes.len() <= 6, "{}", writes.len());
+        // Applying the writes to a copy gives what configure gives in place.
+        let mut patched = before.clone();
+        for (off, bytes) in &writes {
+            let off = *off as usize;
+            assert!(off >= testimg::BOOT_START as usize);
+            patched[off..off + bytes.len()].copy_from_slice(bytes);
+        }
+        fs::write(&path, &patched).unwrap();
+        assert_eq!(config_of(&path)["hostname"], "vm-1");
     }
 
     #[test]
