@@ -197,7 +197,11 @@ pub fn read_table<F: Read + Seek>(file: &mut F) -> Result<PartitionTable> {
     if !sane {
         return Err(Error::input(NOT_A_DISK));
     }
-    for ext in used.iter().filter(|e| matches!(e.sys, 0x05 | 0x0F | 0x85)) {
+    // The same extended types as `mbrman::MBRPartitionEntry::is_extended`.
+    for ext in used
+        .iter()
+        .filter(|e| matches!(e.sys, 0x05 | 0x0F | 0x85 | 0xC5 | 0xD5))
+    {
         vet_ebr_chain(file, ext)?;
     }
     read_msdos(file, disk_size)
@@ -290,7 +294,7 @@ fn read_msdos<F: Read + Seek>(file: &mut F, disk_size: u64) -> Result<PartitionT
     let mut partitions = Vec::new();
     let mut extended = None;
     for (number, entry) in mbr.iter() {
-        if entry.is_unused() {
+        if entry.is_unused() || entry.sectors == 0 {
             continue;
         }
         let part = Partition {
