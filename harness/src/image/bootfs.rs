@@ -183,6 +183,11 @@ fn take(slot: &Mutex<Option<String>>) -> Option<String> {
     slot.lock().map(|mut s| s.take()).unwrap_or(None)
 }
 
+/// Checks that `path` names a file inside the boot partition (no `..`, `.` or empty parts).
+pub fn check_path(path: &str) -> Result<()> {
+    clean_path(path).map(drop)
+}
+
 /// Checks a path inside the boot partition and drops a leading `/`.
 fn clean_path(path: &str) -> Result<String> {
     let p = path.strip_prefix('/').unwrap_or(path);

@@ -4,7 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use super::bootfs::{open_boot, BootFs, BOOT_LABEL};
+use super::bootfs::{check_path, open_boot, BootFs, BOOT_LABEL};
 use super::config_json::ConfigJson;
 use super::source::{open_raw_stream, Packing};
 use crate::error::{Context, Error, Result};
@@ -94,30 +94,35 @@ pub fn edit_boot_partition(part: &mut [u8], changes: &[Change]) -> Result<()> {
     boot.close()
 }
 
-/// Applies the changes; `config.json` is read at most once and written once at the end.
+/// Applies the changes. Everything is worked out in memory first (config.json read and edited,
+/// paths checked), so a bad change fails before the partition is touched.
 fn apply<D: Read + Write + Seek>(boot: &BootFs<D>, changes: &[Change], origin: &str) -> Result<()> {
+    // The config.json being edited, once loaded; `dirty` when it must be written back.
     let mut config: Option<ConfigJson> = None;
     let mut dirty = false;
-    let load = |config: &mut Option<ConfigJson>| -> Result<()> {
-        if config.is_none() {
-            *config = Some(match boot.read("config.json")? {
+    // Whole-file writes, in order; a later write of config.json replaces what came before.
+    let mut files: Vec<(&str, &[u8])> = Vec::new();
+    for change in changes {
+        let needs_config = matches!(change, Change::Set(..) | Change::Remove(_));
+        if needs_config && config.is_none() {
+            let written = files.iter().rev().find(|(p, _)| is_config_path(p));
+            let current = match written {
+                Some((_, bytes)) => Some(bytes.to_vec()),
+                None => boot.read("config.json")?,
+            };
+            config = Some(match current {
                 Some(bytes) => ConfigJson::parse(&bytes, origin)?,
                 None => ConfigJson::default(),
             });
         }
-        Ok(())
-    };
-    for change in changes {
         match change {
             Change::Set(key, raw) => {
-                load(&mut config)?;
                 if let Some(c) = config.as_mut() {
                     c.set(key, raw)?;
                 }
                 dirty = true;
             }
             Change::Remove(key) => {
-                load(&mut config)?;
                 if let Some(c) = config.as_mut() {
                     c.remove(key);
                 }
@@ -128,22 +133,28 @@ fn apply<D: Read + Write + Seek>(boot: &BootFs<D>, changes: &[Change], origin: &
                 dirty = true;
             }
             Change::WriteFile(path, bytes) => {
-                let is_config = path
-                    .trim_start_matches('/')
-                    .eq_ignore_ascii_case("config.json");
-                if is_config {
+                check_path(path)?;
+                if is_config_path(path) {
                     // A whole new config.json wins over the edits before it.
                     config = None;
                     dirty = false;
                 }
-                boot.write(path, bytes)?;
+                files.push((path, bytes));
             }
         }
+    }
+    for (path, bytes) in files {
+        boot.write(path, bytes)?;
     }
     if let (true, Some(c)) = (dirty, &config) {
         boot.write("config.json", &c.to_pretty_bytes())?;
     }
     Ok(())
+}
+
+fn is_config_path(path: &str) -> bool {
+    path.trim_start_matches('/')
+        .eq_ignore_ascii_case("config.json")
 }
 
 /// The `(offset, len)` ranges of `after` that differ from `before`, compared `chunk` bytes at a
@@ -357,6 +368,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config_of(&path), json!({"a": 1}));
+    }
+
+    #[test]
+    fn a_failing_change_leaves_the_image_untouched() {
+        let (_dir, path) = image(TableKind::Msdos);
+        let head = |path: &Path| {
+            let mut bytes = vec![0u8; (testimg::BOOT_START + testimg::BOOT_SIZE) as usize];
+            File::open(path).unwrap().read_exact(&mut bytes).unwrap();
+            bytes
+        };
+        let before = head(&path);
+        let changes = [
+            Change::WriteFile("system-connections/a".into(), b"x".to_vec()),
+            Change::WriteFile("config.json".into(), b"{oops".to_vec()),
+            Change::Set("hostname".into(), "h".into()),
+        ];
+        let err = configure(&path, &changes).unwrap_err();
+        assert!(err.to_string().contains("invalid JSON"), "{err}");
+        let changes = [
+            Change::WriteFile("system-connections/a".into(), b"x".to_vec()),
+            Change::WriteFile("../escape".into(), b"x".to_vec()),
+        ];
+        assert!(matches!(configure(&path, &changes), Err(Error::Input(_))));
+        assert!(head(&path) == before, "the image changed");
     }
 
     #[test]
