@@ -603,6 +603,24 @@ mod tests {
     }
 
     #[test]
+    fn unpack_of_a_damaged_zip_entry_fails_instead_of_truncating() {
+        let (dir, raw) = sparse_raw();
+        let zip = dir.path().join("t.zip");
+        pack(&raw, &zip);
+        let mut bytes = fs::read(&zip).unwrap();
+        // Damage the compressed data just after the local header (30 bytes + "balena.img").
+        for b in &mut bytes[60..200] {
+            *b ^= 0x5A;
+        }
+        fs::write(&zip, &bytes).unwrap();
+        let out = dir.path().join("out");
+        let err = unpack_to(&zip, &out).unwrap_err();
+        assert!(matches!(err, Error::Input(_)), "{err}");
+        assert!(err.to_string().contains("cannot decompress"), "{err}");
+        assert!(!out.join("t.img").exists());
+    }
+
+    #[test]
     fn unpack_of_a_corrupt_archive_is_an_input_error() {
         let dir = tempfile::tempdir().unwrap();
         for name in ["bad.img.gz", "bad.img.xz", "bad.img.zst", "bad.zip"] {
