@@ -18,6 +18,9 @@ type Disk<D> = BufStream<StreamSlice<Tracked<D>>>;
 /// Paths are `/`-separated and relative to the partition's root (`config.json`,
 /// `system-connections/wifi`); a leading `/` is allowed. Call [`BootFs::close`] after writing,
 /// so that a failed final flush is reported; dropping also flushes, silently.
+///
+/// Not `Send` (fatfs 0.3 keeps `&dyn` options): open, use and close it on one thread, e.g.
+/// inside one `spawn_blocking`.
 pub struct BootFs<D: Read + Write + Seek> {
     fs: fatfs::FileSystem<Disk<D>>,
     io_error: Arc<Mutex<Option<String>>>,
@@ -178,6 +181,11 @@ impl<D: Read + Write + Seek> BootFs<D> {
 
 fn take(slot: &Mutex<Option<String>>) -> Option<String> {
     slot.lock().map(|mut s| s.take()).unwrap_or(None)
+}
+
+/// Checks that `path` names a file inside the boot partition (no `..`, `.` or empty parts).
+pub fn check_path(path: &str) -> Result<()> {
+    clean_path(path).map(drop)
 }
 
 /// Checks a path inside the boot partition and drops a leading `/`.

@@ -182,6 +182,7 @@ pub fn read_table<F: Read + Seek>(file: &mut F) -> Result<PartitionTable> {
     }
     let entries: Vec<RawEntry> = (0..4).map(|i| RawEntry::parse(&mbr, i)).collect();
     if entries.iter().any(|e| e.sys == 0xEE) {
+        vet_gpt_headers(file)?;
         return read_gpt(file, disk_size);
     }
     let used: Vec<&RawEntry> = entries
@@ -196,7 +197,73 @@ pub fn read_table<F: Read + Seek>(file: &mut F) -> Result<PartitionTable> {
     if !sane {
         return Err(Error::input(NOT_A_DISK));
     }
+    // The same extended types as `mbrman::MBRPartitionEntry::is_extended`.
+    for ext in used
+        .iter()
+        .filter(|e| matches!(e.sys, 0x05 | 0x0F | 0x85 | 0xC5 | 0xD5))
+    {
+        vet_ebr_chain(file, ext)?;
+    }
     read_msdos(file, disk_size)
+}
+
+/// Most logical partitions we accept; real images have two.
+const MAX_LOGICAL: usize = 128;
+
+/// Walks the chain of extended boot records as `mbrman` will, refusing the sector numbers that
+/// would overflow its 32-bit sums (a panic in debug builds) and endless chains.
+fn vet_ebr_chain<F: Read + Seek>(file: &mut F, ext: &RawEntry) -> Result<()> {
+    let bad = |what: &str| Error::input(format!("bad msdos partition table: {what}"));
+    let mut rel: u32 = 0;
+    for _ in 0..MAX_LOGICAL {
+        let abs = ext
+            .lba
+            .checked_add(rel)
+            .ok_or_else(|| bad("extended boot record past 2 TiB"))?;
+        let mut ebr = [0u8; 512];
+        if read_at(file, u64::from(abs) * SECTOR, &mut ebr).is_err() || ebr[510..] != [0x55, 0xAA] {
+            // mbrman stops at a missing first record and rejects a missing later one.
+            return Ok(());
+        }
+        let (part, next) = (RawEntry::parse(&ebr, 0), RawEntry::parse(&ebr, 1));
+        let fits = abs
+            .checked_add(part.lba)
+            .and_then(|s| s.checked_add(part.sectors))
+            .is_some();
+        if !fits {
+            return Err(bad("logical partition past 2 TiB"));
+        }
+        if next.lba <= rel {
+            // The end of the chain, or a loop that mbrman reports itself.
+            return Ok(());
+        }
+        rel = next.lba;
+    }
+    Err(bad(&format!("more than {MAX_LOGICAL} logical partitions")))
+}
+
+/// Refuses GPT headers that would make the `gpt` crate panic (entry size other than 128) or
+/// read for ages (absurd entry counts). Checks every header it finds, primary or backup.
+fn vet_gpt_headers<F: Read + Seek>(file: &mut F) -> Result<()> {
+    let len = file
+        .seek(SeekFrom::End(0))
+        .map_err(|e| Error::input(format!("cannot read: {e}")))?;
+    let candidates = [512, 4096, len.saturating_sub(512), len.saturating_sub(4096)];
+    for offset in candidates {
+        let mut h = [0u8; 92];
+        if read_at(file, offset, &mut h).is_err() || &h[..8] != b"EFI PART" {
+            continue;
+        }
+        let num_parts = u32::from_le_bytes([h[80], h[81], h[82], h[83]]);
+        let part_size = u32::from_le_bytes([h[84], h[85], h[86], h[87]]);
+        if part_size != 128 || num_parts > 4096 {
+            return Err(Error::input(format!(
+                "bad GPT partition table: {num_parts} entries of {part_size} bytes \
+                 (expected at most 4096 of 128)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One primary entry of an MBR, parsed by hand to vet it before `mbrman` reads it.
@@ -227,7 +294,7 @@ fn read_msdos<F: Read + Seek>(file: &mut F, disk_size: u64) -> Result<PartitionT
     let mut partitions = Vec::new();
     let mut extended = None;
     for (number, entry) in mbr.iter() {
-        if entry.is_unused() {
+        if entry.is_unused() || entry.sectors == 0 {
             continue;
         }
         let part = Partition {
@@ -394,10 +461,9 @@ fn fat_root_label<F: Read + Seek>(file: &mut F, start: u64, bpb: &Bpb) -> Option
     let first_root_sector = bpb.reserved + bpb.fats * bpb.fat_size;
     let (sector, len) = match bpb.root_cluster {
         None => (first_root_sector, bpb.root_entries * 32),
+        // FAT32 has no fixed root region: the root directory is a cluster chain; read its first.
         Some(cluster) => {
-            let root_dir_sectors = 0;
-            let data = first_root_sector + root_dir_sectors;
-            let sector = data + cluster.checked_sub(2)? * bpb.sectors_per_cluster;
+            let sector = first_root_sector + cluster.checked_sub(2)? * bpb.sectors_per_cluster;
             (sector, bpb.sectors_per_cluster * bpb.bytes_per_sector)
         }
     };
@@ -563,6 +629,81 @@ mod tests {
             assert!(matches!(err, Error::Input(_)));
             assert_eq!(err.to_string(), NOT_A_DISK);
         }
+    }
+
+    /// An MBR holding one partition entry in slot `i`.
+    fn mbr_with(disk: &mut [u8], at: usize, i: usize, sys: u8, lba: u32, sectors: u32) {
+        let e = &mut disk[at + 446 + 16 * i..at + 446 + 16 * (i + 1)];
+        e[4] = sys;
+        e[8..12].copy_from_slice(&lba.to_le_bytes());
+        e[12..16].copy_from_slice(&sectors.to_le_bytes());
+        disk[at + 510] = 0x55;
+        disk[at + 511] = 0xAA;
+    }
+
+    #[test]
+    fn hostile_ebr_chain_is_an_input_error() {
+        let mut disk = vec![0u8; 2 << 20];
+        mbr_with(&mut disk, 0, 0, 0x0F, 2048, 0xFFFF_0000);
+        // The first EBR's logical partition would end past u32::MAX sectors.
+        mbr_with(&mut disk, 2048 * 512, 0, 0x83, 0xFFFF_FFF0, 100);
+        let err = read_table(&mut Cursor::new(disk.clone())).unwrap_err();
+        assert!(matches!(err, Error::Input(_)));
+        assert_eq!(
+            err.to_string(),
+            "bad msdos partition table: logical partition past 2 TiB"
+        );
+        // A next-EBR pointer past u32::MAX.
+        mbr_with(&mut disk, 2048 * 512, 0, 0x83, 2048, 100);
+        mbr_with(&mut disk, 2048 * 512, 1, 0x05, 0xFFFF_FFF0, 100);
+        let err = read_table(&mut Cursor::new(disk)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "bad msdos partition table: extended boot record past 2 TiB"
+        );
+    }
+
+    #[test]
+    fn hostile_gpt_header_is_an_input_error() {
+        let mut disk = vec![0u8; 1 << 20];
+        mbr_with(&mut disk, 0, 0, 0xEE, 1, (1 << 11) - 1);
+        disk[512..520].copy_from_slice(b"EFI PART");
+        disk[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
+        disk[512 + 84..512 + 88].copy_from_slice(&64u32.to_le_bytes());
+        let err = read_table(&mut Cursor::new(disk)).unwrap_err();
+        assert!(matches!(err, Error::Input(_)));
+        assert!(err
+            .to_string()
+            .starts_with("bad GPT partition table: 128 entries of 64"));
+        // A protective MBR with no GPT behind it.
+        let mut disk = vec![0u8; 1 << 20];
+        mbr_with(&mut disk, 0, 0, 0xEE, 1, (1 << 11) - 1);
+        let err = read_table(&mut Cursor::new(disk)).unwrap_err();
+        assert!(
+            err.to_string().starts_with("bad GPT partition table: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn fat32_root_dir_label_wins_over_boot_sector() {
+        let mut vol = Cursor::new(vec![0u8; 40 << 20]);
+        let opts = fatfs::FormatVolumeOptions::new()
+            .fat_type(fatfs::FatType::Fat32)
+            .bytes_per_cluster(512)
+            .volume_label(*b"OLD-LABEL  ");
+        fatfs::format_volume(&mut vol, opts).unwrap();
+        // Relabel the root-dir entry only, as `fatlabel` on an old boot sector might leave it.
+        let bytes = vol.get_mut();
+        let pos = bytes[..4 << 20]
+            .windows(11)
+            .rposition(|w| w == b"OLD-LABEL  ")
+            .unwrap();
+        assert!(pos > 512, "the last copy is the root-dir entry");
+        bytes[pos..pos + 11].copy_from_slice(b"resin-boot ");
+        let (fs, label) = detect_fs(&mut vol, 0, 40 << 20).unwrap();
+        assert_eq!(fs, FsKind::Vfat);
+        assert_eq!(label.as_deref(), Some("resin-boot"));
     }
 
     #[test]
