@@ -41,7 +41,11 @@ pub fn wait_for_banner(addr: SocketAddr, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
-        match read_banner(addr, Duration::from_secs(3)) {
+        // Wait long for the banner once connected: a socket-activated sshd on a slow guest
+        // takes seconds to start, and every abandoned connection costs it another sshd.
+        // A port nobody listens on fails at once (refused, or closed by QEMU's forwarder).
+        let left = deadline.saturating_duration_since(Instant::now());
+        match read_banner(addr, left.clamp(Duration::from_secs(1), Duration::from_secs(30))) {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
@@ -54,7 +58,8 @@ pub fn wait_for_banner(addr: SocketAddr, timeout: Duration) -> Result<()> {
 }
 
 fn read_banner(addr: SocketAddr, timeout: Duration) -> std::result::Result<(), String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    let connect = timeout.min(Duration::from_secs(5));
+    let mut stream = TcpStream::connect_timeout(&addr, connect).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
@@ -64,6 +69,9 @@ fn read_banner(addr: SocketAddr, timeout: Duration) -> std::result::Result<(), S
         match stream.read(&mut buf) {
             Ok(0) => return Err("connection closed before the banner".into()),
             Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(format!("connected, but no banner within {}s", timeout.as_secs()))
+            }
             Err(e) => return Err(e.to_string()),
         }
     }
