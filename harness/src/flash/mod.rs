@@ -149,3 +149,6 @@ fn sync(f: &std::fs::File, path: &Path) -> Result<()> {
     f.sync_all()
         .infra_ctx(|| format!("cannot flush {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests;
