@@ -233,10 +233,13 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
+    /// One SCSI command: the CDB and the data phase sent (empty for reads).
+    type Sent = ([u8; 16], Vec<u8>);
+
     /// Records every SCSI command; answers reads with `reply`.
     #[derive(Clone, Default)]
     struct FakeScsi {
-        sent: Arc<Mutex<Vec<([u8; 16], Vec<u8>)>>>,
+        sent: Arc<Mutex<Vec<Sent>>>,
         reply: u8,
     }
 

@@ -56,7 +56,7 @@ impl Drop for AlignedBuf {
 
 /// Whether `n` is a multiple of [`ALIGN`].
 pub fn is_aligned(n: u64) -> bool {
-    n % ALIGN as u64 == 0
+    n.is_multiple_of(ALIGN as u64)
 }
 
 #[cfg(test)]

@@ -145,7 +145,7 @@ impl<'a> Sink<'a> {
         };
         let aligned = is_aligned(at)
             && is_aligned(data.len() as u64)
-            && (data.as_ptr() as usize) % ALIGN == 0;
+            && (data.as_ptr() as usize).is_multiple_of(ALIGN);
         if let (true, true, Some(direct)) = (self.direct, aligned, &self.target.direct) {
             match direct.write_all_at(data, at) {
                 Ok(()) => {
