@@ -6,12 +6,14 @@
 //!                                                                  read back ──hash──┘ compare
 //! ```
 //!
-//! Three threads overlap the work: one reads (and unpacks) the image, the caller's thread
-//! writes, one hashes what was written. Verification reads the written ranges back from the
-//! target (bypassing the page cache) and compares digests.
+//! The work overlaps: one thread reads (and unpacks, and checks against the bmap) the image,
+//! several write and hash, so the device sees several requests at once. Verification reads
+//! the written ranges back from the target in parallel, bypassing the page cache, and
+//! compares digests.
 
 pub mod aligned;
 pub mod bmap;
+mod check;
 pub mod mounts;
 pub mod progress;
 pub mod ranges;
@@ -110,14 +112,14 @@ pub fn flash(opts: &FlashOptions, progress: &dyn Fn(Progress)) -> Result<FlashRe
     };
     let bmap = bmap_path.as_deref().map(Bmap::load).transpose()?;
     let plan = read::Plan::new(&opts.image, bmap.as_ref())?;
-    let mut target = target::Target::open(&opts.target, &opts.image, plan.image_size)?;
+    let target = target::Target::open(&opts.target, &opts.image, plan.image_size)?;
     let skip_zeros = bmap.is_none()
         && opts
             .skip_zero_blocks
             .unwrap_or(target.kind == TargetKind::File);
 
     let started = Instant::now();
-    let written = write::write_all(&mut target, plan, bmap.as_ref(), skip_zeros, progress)?;
+    let written = write::write_all(&target, plan, bmap.as_ref(), skip_zeros, progress)?;
     if target.kind == TargetKind::File {
         target
             .buffered

@@ -11,6 +11,7 @@ use crate::image::source::{open_raw_stream, Packing};
 
 use super::aligned::{AlignedBuf, ALIGN};
 use super::bmap::Bmap;
+use super::check::{RangeCheck, Unit};
 use super::ranges::{clip, data_extents, nonzero_runs, Extent};
 use super::CHUNK;
 
@@ -97,18 +98,31 @@ pub enum Msg {
 }
 
 /// Reads the plan's data into buffers from `pool` and sends them to `out`, in offset order.
-/// Stops quietly when the writer hangs up.
-pub fn produce(plan: Plan, skip_zeros: bool, pool: Receiver<AlignedBuf>, out: SyncSender<Msg>) {
+/// With `check`, the bytes are checked against the bmap's checksums on the way. Stops
+/// quietly when the writers hang up.
+pub fn produce(
+    plan: Plan,
+    skip_zeros: bool,
+    check: Option<&[Unit]>,
+    pool: Receiver<AlignedBuf>,
+    out: SyncSender<Msg>,
+) {
+    let name = plan.image_name();
+    let mut out = Out {
+        tx: out,
+        check: check.map(RangeCheck::new),
+        image: &name,
+    };
     let result = match plan.source {
         Source::Raw { file, extents } => {
-            read_raw(&plan.image, &file, &extents, skip_zeros, &pool, &out)
+            read_raw(&plan.image, &file, &extents, skip_zeros, &pool, &mut out)
                 .map(|()| plan.image_size.unwrap_or(0))
         }
         Source::Stream { keep } => {
-            read_stream(&plan.image, keep.as_deref(), skip_zeros, &pool, &out)
+            read_stream(&plan.image, keep.as_deref(), skip_zeros, &pool, &mut out)
         }
     };
-    let _ = out.send(match result {
+    let _ = out.tx.send(match result {
         Ok(size) => Msg::End(size),
         Err(e) => Msg::Failed(e),
     });
@@ -123,8 +137,22 @@ impl From<HungUp> for Error {
     }
 }
 
-fn send(out: &SyncSender<Msg>, chunk: Chunk) -> std::result::Result<(), HungUp> {
-    out.send(Msg::Chunk(chunk)).map_err(|_| HungUp)
+/// The reader's output: the channel, and the bmap check the data passes on its way.
+struct Out<'a> {
+    tx: SyncSender<Msg>,
+    check: Option<RangeCheck<'a>>,
+    image: &'a str,
+}
+
+/// Checks a chunk against the bmap (when there is one) and sends it; `Ok(false)` when the
+/// writers hung up.
+fn send(out: &mut Out, chunk: Chunk) -> Result<bool> {
+    if let Some(check) = &mut out.check {
+        for &(s, e) in &chunk.runs {
+            check.feed(chunk.offset + s as u64, &chunk.buf[s..e], out.image)?;
+        }
+    }
+    Ok(out.tx.send(Msg::Chunk(chunk)).is_ok())
 }
 
 fn take(pool: &Receiver<AlignedBuf>) -> std::result::Result<AlignedBuf, HungUp> {
@@ -147,7 +175,7 @@ fn read_raw(
     extents: &[Extent],
     skip_zeros: bool,
     pool: &Receiver<AlignedBuf>,
-    out: &SyncSender<Msg>,
+    out: &mut Out,
 ) -> Result<()> {
     for e in extents {
         let mut pos = e.start;
@@ -159,17 +187,13 @@ fn read_raw(
             file.read_exact_at(&mut buf[..len], pos)
                 .input_ctx(|| format!("cannot read image {}", image.display()))?;
             let runs = runs_of(&buf[..len], skip_zeros);
-            if send(
-                out,
-                Chunk {
-                    offset: pos,
-                    buf,
-                    len,
-                    runs,
-                },
-            )
-            .is_err()
-            {
+            let chunk = Chunk {
+                offset: pos,
+                buf,
+                len,
+                runs,
+            };
+            if !send(out, chunk)? {
                 return Ok(());
             }
             pos += len as u64;
@@ -183,7 +207,7 @@ fn read_stream(
     keep: Option<&[Extent]>,
     skip_zeros: bool,
     pool: &Receiver<AlignedBuf>,
-    out: &SyncSender<Msg>,
+    out: &mut Out,
 ) -> Result<u64> {
     let mut stream = open_raw_stream(image)?;
     let last_needed = keep.map(|k| k.last().map_or(0, |e| e.end));
@@ -208,17 +232,13 @@ fn read_stream(
                 .collect(),
             None => runs_of(&buf[..len], skip_zeros),
         };
-        if send(
-            out,
-            Chunk {
-                offset: pos,
-                buf,
-                len,
-                runs,
-            },
-        )
-        .is_err()
-        {
+        let chunk = Chunk {
+            offset: pos,
+            buf,
+            len,
+            runs,
+        };
+        if !send(out, chunk)? {
             return Ok(pos);
         }
         pos += len as u64;

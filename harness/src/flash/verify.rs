@@ -1,88 +1,94 @@
 //! Reads the written ranges back from the target, past the page cache, and compares digests.
+//! Several threads read at once, each hashing whole ranges, so the device stays busy.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::mpsc::{channel, sync_channel};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
 use super::aligned::{is_aligned, AlignedBuf, ALIGN};
+use super::check::Unit;
 use super::progress::{Meter, Phase, Progress};
 use super::target::Target;
-use super::write::Unit;
 use super::CHUNK;
 
-const POOL: usize = 4;
+/// Reader threads.
+const READERS: usize = 4;
 
-/// One piece read back: `buf[..len]` continues unit `unit`; `last` ends it.
-struct Piece {
-    unit: usize,
-    buf: AlignedBuf,
-    len: usize,
-    last: bool,
-}
-
-/// Compares the target's bytes at each unit with the unit's digest; the first mismatch is an
-/// infrastructure error naming the range.
+/// Compares the target's bytes at each unit with the unit's digest. The first (lowest) bad
+/// range is reported, as an infrastructure error.
 pub fn verify(target: &Target, units: &[Unit], progress: &dyn Fn(Progress)) -> Result<()> {
     if target.direct.is_none() {
         drop_cache(&target.buffered);
     }
     let total = units.iter().map(|(e, _)| e.len()).sum();
     let mut meter = Meter::new(Phase::Verify, Some(total), progress);
-    let (pool_tx, pool_rx) = channel();
-    for _ in 0..POOL {
-        let _ = pool_tx.send(AlignedBuf::new(CHUNK));
-    }
-    let (tx, rx) = sync_channel::<Result<Piece>>(POOL);
+    let next = AtomicUsize::new(0);
+    let done = AtomicU64::new(0);
+    // The lowest failing unit and why.
+    let failed: Mutex<Option<(usize, Error)>> = Mutex::new(None);
     let path = target.path.display().to_string();
     std::thread::scope(|s| {
-        s.spawn(move || {
-            let mut reader = ReadBack {
-                target,
-                direct: target.direct.is_some(),
-            };
-            for (i, (ext, _)) in units.iter().enumerate() {
-                let mut pos = ext.start;
-                while pos < ext.end {
-                    let Ok(mut buf) = pool_rx.recv() else { return };
-                    let len = ((ext.end - pos) as usize).min(CHUNK);
-                    let piece = reader.read(&mut buf, pos, len).map(|()| Piece {
-                        unit: i,
-                        buf,
-                        len,
-                        last: pos + len as u64 == ext.end,
-                    });
-                    let failed = piece.is_err();
-                    if tx.send(piece).is_err() || failed {
-                        return;
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut rb = ReadBack {
+                        target,
+                        direct: target.direct.is_some(),
+                    };
+                    let mut buf = AlignedBuf::new(CHUNK);
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((ext, want)) = units.get(i) else {
+                            return;
+                        };
+                        let lowest = failed.lock().map(|f| f.as_ref().map(|x| x.0));
+                        if lowest.is_ok_and(|l| l.is_some_and(|l| l < i)) {
+                            return;
+                        }
+                        let result = rb
+                            .hash(&mut buf, ext.start, ext.end, &done)
+                            .and_then(|got| {
+                                if &got == want {
+                                    Ok(())
+                                } else {
+                                    Err(Error::infra(format!(
+                                        "verification failed: {path} {ext} differ from the image"
+                                    )))
+                                }
+                            });
+                        if let Err(e) = result {
+                            if let Ok(mut f) = failed.lock() {
+                                if f.as_ref().is_none_or(|(j, _)| i < *j) {
+                                    *f = Some((i, e));
+                                }
+                            }
+                        }
                     }
-                    pos += len as u64;
-                }
-            }
-        });
-        let mut hasher = Sha256::new();
-        for piece in rx {
-            let piece = piece?;
-            hasher.update(&piece.buf[..piece.len]);
-            meter.add(piece.len as u64);
-            if piece.last {
-                let got: [u8; 32] = std::mem::take(&mut hasher).finalize().into();
-                let (ext, want) = &units[piece.unit];
-                if &got != want {
-                    return Err(Error::infra(format!(
-                        "verification failed: {path} {ext} differ from the image"
-                    )));
-                }
-            }
-            let _ = pool_tx.send(piece.buf);
+                })
+            })
+            .collect();
+        let mut reported = 0;
+        while !readers.iter().all(|r| r.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+            let d = done.load(Ordering::Relaxed);
+            meter.add(d - reported);
+            reported = d;
         }
-        meter.finish();
-        Ok(())
-    })
+    });
+    match failed.into_inner().ok().flatten() {
+        Some((_, e)) => Err(e),
+        None => {
+            meter.finish();
+            Ok(())
+        }
+    }
 }
 
 struct ReadBack<'a> {
@@ -91,6 +97,26 @@ struct ReadBack<'a> {
 }
 
 impl ReadBack<'_> {
+    /// The sha256 of the target's bytes `start..end`, read in chunks through `buf`.
+    fn hash(
+        &mut self,
+        buf: &mut AlignedBuf,
+        start: u64,
+        end: u64,
+        done: &AtomicU64,
+    ) -> Result<[u8; 32]> {
+        let mut hasher = Sha256::new();
+        let mut pos = start;
+        while pos < end {
+            let len = ((end - pos) as usize).min(CHUNK);
+            self.read(buf, pos, len)?;
+            hasher.update(&buf[..len]);
+            done.fetch_add(len as u64, Ordering::Relaxed);
+            pos += len as u64;
+        }
+        Ok(hasher.finalize().into())
+    }
+
     /// Fills `buf[..len]` with the target's bytes at `at`.
     fn read(&mut self, buf: &mut AlignedBuf, at: u64, len: usize) -> Result<()> {
         let fail = |e: std::io::Error| {

@@ -1,8 +1,12 @@
-//! The writing side of a flash: a reader thread feeds chunks, this thread writes their data
-//! runs (`O_DIRECT` when aligned), and a hasher thread records what was written.
+//! The writing side of a flash: a reader thread feeds chunks, several writer threads write
+//! their data runs (`O_DIRECT` when aligned, so requests overlap on the device) and hash what
+//! they wrote, and the caller's thread reports progress.
 
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -10,17 +14,17 @@ use crate::error::{Error, Result};
 
 use super::aligned::{is_aligned, AlignedBuf, ALIGN};
 use super::bmap::Bmap;
+use super::check::Unit;
 use super::progress::{Meter, Phase, Progress};
 use super::ranges::Extent;
-use super::read::{self, Chunk, Msg, Plan};
+use super::read::{self, Msg, Plan};
 use super::target::{too_large, Target};
 use super::CHUNK;
 
-/// Buffers in flight between reader, writer and hasher.
-const POOL: usize = 6;
-
-/// A written range and the sha256 its bytes must have.
-pub type Unit = (Extent, [u8; 32]);
+/// Writer threads: how many writes are in flight on the device at once.
+pub const WRITERS: usize = 4;
+/// Buffers in flight between the reader and the writers.
+const POOL: usize = 2 * WRITERS + 2;
 
 /// The outcome of the write phase.
 pub struct Written {
@@ -34,15 +38,33 @@ pub struct Written {
     pub direct_io: bool,
 }
 
+/// What one writer thread did.
+#[derive(Default)]
+struct WriterOut {
+    units: Vec<Unit>,
+    bytes: u64,
+    end: Option<u64>,
+    direct: bool,
+}
+
+/// State the writers share.
+struct Shared<'a> {
+    target: &'a Target,
+    msgs: Mutex<Receiver<Msg>>,
+    done: AtomicU64,
+    stop: AtomicBool,
+    /// Hash each run written (without sha256 bmap checksums to verify against).
+    hash_runs: bool,
+}
+
 /// Writes the plan's data to `target`.
 pub fn write_all(
-    target: &mut Target,
+    target: &Target,
     plan: Plan,
     bmap: Option<&Bmap>,
     skip_zeros: bool,
     progress: &dyn Fn(Progress),
 ) -> Result<Written> {
-    let image = plan.image_name();
     let expected: Option<Vec<Unit>> = bmap.and_then(|b| {
         b.ranges
             .iter()
@@ -55,63 +77,115 @@ pub fn write_all(
         let _ = pool_tx.send(AlignedBuf::new(CHUNK));
     }
     let (msg_tx, msg_rx) = sync_channel(POOL);
-    let (chunk_tx, chunk_rx) = channel();
+    let shared = Arc::new(Shared {
+        target,
+        msgs: Mutex::new(msg_rx),
+        done: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        hash_runs: expected.is_none(),
+    });
+    let check = expected.as_deref();
     std::thread::scope(|s| {
-        let reader = s.spawn(move || read::produce(plan, skip_zeros, pool_rx, msg_tx));
-        let hasher = s.spawn(move || hash_chunks(chunk_rx, pool_tx, expected, &image));
+        let reader = s.spawn(move || read::produce(plan, skip_zeros, check, pool_rx, msg_tx));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| {
+                let (shared, pool) = (Arc::clone(&shared), pool_tx.clone());
+                s.spawn(move || writer(&shared, pool))
+            })
+            .collect();
+        // The writers alone hold the pool and the channel now: when they stop, so does the
+        // reader.
+        drop(pool_tx);
         let mut meter = Meter::new(Phase::Write, total, progress);
-        let wrote = write_loop(target, msg_rx, chunk_tx, &mut meter);
-        let hashed = hasher
-            .join()
-            .unwrap_or_else(|_| Err(Error::infra("the hasher thread crashed")));
+        let mut reported = 0;
+        while !writers.iter().all(|w| w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(20));
+            let done = shared.done.load(Ordering::Relaxed);
+            meter.add(done - reported);
+            reported = done;
+        }
+        drop(shared);
         let _ = reader.join();
-        let (image_size, bytes, direct_io) = match wrote {
-            // The hasher stopped early: its error says why.
-            Ok(None) => {
-                return Err(hashed
-                    .err()
-                    .unwrap_or_else(|| Error::infra("hasher stopped")))
-            }
-            Ok(Some(w)) => w,
-            Err(e) => return Err(e),
+        let mut all = WriterOut {
+            direct: true,
+            ..Default::default()
         };
+        let mut first_err = None;
+        for w in writers {
+            match w.join() {
+                Ok(Ok(out)) => {
+                    all.units.extend(out.units);
+                    all.bytes += out.bytes;
+                    all.end = all.end.or(out.end);
+                    all.direct &= out.direct;
+                }
+                Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                Err(_) => first_err = first_err.or(Some(Error::infra("a writer thread crashed"))),
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let image_size = all
+            .end
+            .ok_or_else(|| Error::infra("the image reader stopped early"))?;
         meter.finish();
+        all.units.sort_by_key(|(e, _)| e.start);
         Ok(Written {
             image_size,
-            bytes,
-            units: hashed?,
-            direct_io,
+            bytes: all.bytes,
+            units: expected.clone().unwrap_or(all.units),
+            direct_io: all.direct,
         })
     })
 }
 
-/// Writes every chunk; `Ok(None)` when the hasher hung up first.
-fn write_loop(
-    target: &mut Target,
-    msgs: Receiver<Msg>,
-    to_hasher: Sender<Chunk>,
-    meter: &mut Meter,
-) -> Result<Option<(u64, u64, bool)>> {
-    let mut sink = Sink::new(target);
-    let mut bytes = 0u64;
-    loop {
-        match msgs.recv() {
-            Ok(Msg::Chunk(chunk)) => {
-                for &(s, e) in &chunk.runs {
-                    let at = chunk.offset + s as u64;
-                    sink.put(at, &chunk.buf[s..e])?;
-                    bytes += (e - s) as u64;
-                }
-                meter.add(chunk.len as u64);
-                if to_hasher.send(chunk).is_err() {
-                    return Ok(None);
-                }
-            }
-            Ok(Msg::End(size)) => return Ok(Some((size, bytes, sink.direct && sink.used_direct))),
-            Ok(Msg::Failed(e)) => return Err(e),
-            Err(_) => return Ok(None),
+/// One writer thread: takes chunks until the reader ends, fails, or another writer failed.
+fn writer(shared: &Shared, pool: Sender<AlignedBuf>) -> Result<WriterOut> {
+    let mut sink = Sink::new(shared.target);
+    let mut out = WriterOut::default();
+    let result = loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            break Ok(());
         }
+        let msg = shared
+            .msgs
+            .lock()
+            .map_err(|_| Error::infra("writer poisoned"))?
+            .recv();
+        let chunk = match msg {
+            Ok(Msg::Chunk(c)) => c,
+            Ok(Msg::End(size)) => {
+                out.end = Some(size);
+                break Ok(());
+            }
+            Ok(Msg::Failed(e)) => break Err(e),
+            Err(_) => break Ok(()),
+        };
+        for &(s, e) in &chunk.runs {
+            let at = chunk.offset + s as u64;
+            let data = &chunk.buf[s..e];
+            if let Err(e) = sink.put(at, data) {
+                shared.stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            out.bytes += data.len() as u64;
+            if shared.hash_runs {
+                let ext = Extent {
+                    start: at,
+                    end: at + data.len() as u64,
+                };
+                out.units.push((ext, Sha256::digest(data).into()));
+            }
+        }
+        shared.done.fetch_add(chunk.len as u64, Ordering::Relaxed);
+        let _ = pool.send(chunk.buf);
+    };
+    if result.is_err() {
+        shared.stop.store(true, Ordering::Relaxed);
     }
+    out.direct = sink.direct && sink.used_direct;
+    result.map(|()| out)
 }
 
 /// Writes pieces to the target through the direct handle when it can.
@@ -158,74 +232,5 @@ impl<'a> Sink<'a> {
             }
         }
         self.target.buffered.write_all_at(data, at).map_err(fail)
-    }
-}
-
-/// Hashes each written chunk, then hands its buffer back. Without sha256 bmap checksums it
-/// records one digest per run; with them it checks each bmap range as it completes.
-fn hash_chunks(
-    chunks: Receiver<Chunk>,
-    pool: Sender<AlignedBuf>,
-    expected: Option<Vec<Unit>>,
-    image: &str,
-) -> Result<Vec<Unit>> {
-    let mut units = Vec::new();
-    let mut check = expected.as_deref().map(RangeCheck::new);
-    for chunk in chunks {
-        for &(s, e) in &chunk.runs {
-            let at = chunk.offset + s as u64;
-            let data = &chunk.buf[s..e];
-            match &mut check {
-                Some(c) => c.feed(at, data, image)?,
-                None => units.push((
-                    Extent {
-                        start: at,
-                        end: at + data.len() as u64,
-                    },
-                    Sha256::digest(data).into(),
-                )),
-            }
-        }
-        let _ = pool.send(chunk.buf);
-    }
-    Ok(expected.unwrap_or(units))
-}
-
-/// Checks the image's bytes against the bmap's range checksums, as they stream past.
-struct RangeCheck<'a> {
-    ranges: &'a [Unit],
-    idx: usize,
-    hasher: Sha256,
-    fed: u64,
-}
-
-impl<'a> RangeCheck<'a> {
-    fn new(ranges: &'a [Unit]) -> RangeCheck<'a> {
-        RangeCheck {
-            ranges,
-            idx: 0,
-            hasher: Sha256::new(),
-            fed: 0,
-        }
-    }
-
-    fn feed(&mut self, at: u64, data: &[u8], image: &str) -> Result<()> {
-        let Some((ext, want)) = self.ranges.get(self.idx) else {
-            return Ok(());
-        };
-        debug_assert_eq!(at, ext.start + self.fed);
-        self.hasher.update(data);
-        self.fed += data.len() as u64;
-        if self.fed >= ext.len() {
-            let got: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
-            if &got != want {
-                return Err(Error::input(format!(
-                    "image {image} does not match its bmap: {ext} have another checksum"
-                )));
-            }
-            self.idx += 1;
-            self.fed = 0;
-        }
-        Ok(())
     }
 }
