@@ -119,7 +119,15 @@ pub fn flash(opts: &FlashOptions, progress: &dyn Fn(Progress)) -> Result<FlashRe
             .unwrap_or(target.kind == TargetKind::File);
 
     let started = Instant::now();
-    let written = write::write_all(&target, plan, bmap.as_ref(), skip_zeros, progress)?;
+    let check_source = !opts.verify;
+    let written = write::write_all(
+        &target,
+        plan,
+        bmap.as_ref(),
+        skip_zeros,
+        check_source,
+        progress,
+    )?;
     if target.kind == TargetKind::File {
         target
             .buffered
@@ -131,7 +139,9 @@ pub fn flash(opts: &FlashOptions, progress: &dyn Fn(Progress)) -> Result<FlashRe
 
     let verify_time = if opts.verify {
         let t = Instant::now();
-        verify::verify(&target, &written.units, progress)?;
+        if let Err(f) = verify::verify(&target, &written.units, progress) {
+            return Err(blame(opts, bmap.as_ref(), &written.units, f));
+        }
         Some(t.elapsed())
     } else {
         None
@@ -145,6 +155,27 @@ pub fn flash(opts: &FlashOptions, progress: &dyn Fn(Progress)) -> Result<FlashRe
         write_time,
         verify_time,
     })
+}
+
+/// With a bmap, the digests compared are the bmap's: a mismatch may be the image's fault
+/// (it does not match its bmap, an input error) rather than the target's.
+fn blame(
+    opts: &FlashOptions,
+    bmap: Option<&Bmap>,
+    units: &[check::Unit],
+    f: verify::Failure,
+) -> Error {
+    let (Some(i), Some(_)) = (f.mismatch, bmap) else {
+        return f.error;
+    };
+    let (ext, want) = &units[i];
+    match read::source_digest(&opts.image, ext) {
+        Ok(got) if &got != want => Error::input(format!(
+            "image {} does not match its bmap: {ext} have another checksum",
+            opts.image.display()
+        )),
+        _ => f.error,
+    }
 }
 
 fn sync(f: &std::fs::File, path: &Path) -> Result<()> {

@@ -275,3 +275,31 @@ fn advise_sequential(file: &File) {
         libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
     }
 }
+
+/// The sha256 of the raw image's bytes at `ext`, read afresh (unpacking from the start).
+pub fn source_digest(image: &Path, ext: &Extent) -> Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut stream = open_raw_stream(image)?;
+    let fail =
+        |e: std::io::Error| Error::input(format!("cannot read image {}: {e}", image.display()));
+    std::io::copy(&mut (&mut stream).take(ext.start), &mut std::io::sink()).map_err(fail)?;
+    let mut hasher = Sha256::new();
+    let mut rest = stream.take(ext.len());
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0;
+    loop {
+        let k = rest.read(&mut buf).map_err(fail)?;
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+        n += k as u64;
+    }
+    if n != ext.len() {
+        return Err(Error::input(format!(
+            "image {} ends before {ext}",
+            image.display()
+        )));
+    }
+    Ok(hasher.finalize().into())
+}

@@ -185,9 +185,13 @@ fn verification_names_the_first_bad_range() {
             [0u8; 32],
         ),
     ];
-    let err = verify::verify(&t, &units, &|_| {}).unwrap_err();
-    assert!(matches!(err, Error::Infra(_)));
-    assert!(err.to_string().contains("bytes 4096-8191 differ"), "{err}");
+    let Err(f) = verify::verify(&t, &units, &|_| {}) else {
+        panic!("verification passed")
+    };
+    assert_eq!(f.mismatch, Some(1));
+    assert!(matches!(f.error, Error::Infra(_)));
+    let msg = f.error.to_string();
+    assert!(msg.contains("bytes 4096-8191 differ"), "{msg}");
 }
 
 #[test]

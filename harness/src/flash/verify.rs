@@ -19,11 +19,23 @@ use super::target::Target;
 use super::CHUNK;
 
 /// Reader threads.
-const READERS: usize = 4;
+const READERS: usize = 8;
+
+/// Why verification failed: the error, and the unit whose bytes differ (none for I/O errors).
+pub struct Failure {
+    /// The index of the first unit that read back with another digest.
+    pub mismatch: Option<usize>,
+    /// The infrastructure error to report.
+    pub error: Error,
+}
 
 /// Compares the target's bytes at each unit with the unit's digest. The first (lowest) bad
-/// range is reported, as an infrastructure error.
-pub fn verify(target: &Target, units: &[Unit], progress: &dyn Fn(Progress)) -> Result<()> {
+/// range is reported.
+pub fn verify(
+    target: &Target,
+    units: &[Unit],
+    progress: &dyn Fn(Progress),
+) -> std::result::Result<(), Failure> {
     if target.direct.is_none() {
         drop_cache(&target.buffered);
     }
@@ -32,7 +44,7 @@ pub fn verify(target: &Target, units: &[Unit], progress: &dyn Fn(Progress)) -> R
     let next = AtomicUsize::new(0);
     let done = AtomicU64::new(0);
     // The lowest failing unit and why.
-    let failed: Mutex<Option<(usize, Error)>> = Mutex::new(None);
+    let failed: Mutex<Option<(usize, Error, bool)>> = Mutex::new(None);
     let path = target.path.display().to_string();
     std::thread::scope(|s| {
         let readers: Vec<_> = (0..READERS)
@@ -52,21 +64,20 @@ pub fn verify(target: &Target, units: &[Unit], progress: &dyn Fn(Progress)) -> R
                         if lowest.is_ok_and(|l| l.is_some_and(|l| l < i)) {
                             return;
                         }
-                        let result = rb
-                            .hash(&mut buf, ext.start, ext.end, &done)
-                            .and_then(|got| {
-                                if &got == want {
-                                    Ok(())
-                                } else {
-                                    Err(Error::infra(format!(
-                                        "verification failed: {path} {ext} differ from the image"
-                                    )))
-                                }
-                            });
-                        if let Err(e) = result {
+                        let result = match rb.hash(&mut buf, ext.start, ext.end, &done) {
+                            Ok(got) if &got == want => Ok(()),
+                            Ok(_) => Err((
+                                Error::infra(format!(
+                                    "verification failed: {path} {ext} differ from the image"
+                                )),
+                                true,
+                            )),
+                            Err(e) => Err((e, false)),
+                        };
+                        if let Err((e, mismatch)) = result {
                             if let Ok(mut f) = failed.lock() {
-                                if f.as_ref().is_none_or(|(j, _)| i < *j) {
-                                    *f = Some((i, e));
+                                if f.as_ref().is_none_or(|(j, _, _)| i < *j) {
+                                    *f = Some((i, e, mismatch));
                                 }
                             }
                         }
@@ -83,7 +94,10 @@ pub fn verify(target: &Target, units: &[Unit], progress: &dyn Fn(Progress)) -> R
         }
     });
     match failed.into_inner().ok().flatten() {
-        Some((_, e)) => Err(e),
+        Some((i, error, mismatch)) => Err(Failure {
+            mismatch: mismatch.then_some(i),
+            error,
+        }),
         None => {
             meter.finish();
             Ok(())

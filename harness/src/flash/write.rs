@@ -22,7 +22,7 @@ use super::target::{too_large, Target};
 use super::CHUNK;
 
 /// Writer threads: how many writes are in flight on the device at once.
-pub const WRITERS: usize = 4;
+pub const WRITERS: usize = 8;
 /// Buffers in flight between the reader and the writers.
 const POOL: usize = 2 * WRITERS + 2;
 
@@ -57,12 +57,14 @@ struct Shared<'a> {
     hash_runs: bool,
 }
 
-/// Writes the plan's data to `target`.
+/// Writes the plan's data to `target`; `check_source` checks the image against the bmap's
+/// checksums on the way.
 pub fn write_all(
     target: &Target,
     plan: Plan,
     bmap: Option<&Bmap>,
     skip_zeros: bool,
+    check_source: bool,
     progress: &dyn Fn(Progress),
 ) -> Result<Written> {
     let expected: Option<Vec<Unit>> = bmap.and_then(|b| {
@@ -84,7 +86,9 @@ pub fn write_all(
         stop: AtomicBool::new(false),
         hash_runs: expected.is_none(),
     });
-    let check = expected.as_deref();
+    // Checking the image against the bmap while writing costs a hash pass; verification
+    // compares the target with the bmap's checksums anyway, so it is only done without it.
+    let check = expected.as_deref().filter(|_| check_source);
     std::thread::scope(|s| {
         let reader = s.spawn(move || read::produce(plan, skip_zeros, check, pool_rx, msg_tx));
         let writers: Vec<_> = (0..WRITERS)
