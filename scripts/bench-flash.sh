@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Flashing benchmark: `harness flash` against `dd bs=4M conv=fsync` and `bmaptool copy`,
-# side by side in one hyperfine run, each writing a fresh file on the same disk.
+# side by side in one run (hyperfine times each; plain `date` without it), each writing a
+# fresh file on the same disk.
 #
 # The image: 2 GiB, sparse, with ~25% data (random, so nothing compresses) spread in
 # 128 chunks of 1-7 MiB; `bmaptool create` writes its bmap. Verification is included for
 # harness (read-back) and bmaptool (checksums while copying); dd does none.
 #
-# usage: scripts/bench-flash.sh [WORKDIR]   (default: target/bench-flash; needs ~3 GiB)
-# env:   RUNS (default 5), DROP_CACHES=1 to drop the page cache before every run (root)
+# usage: scripts/bench-flash.sh [WORKDIR]   (default: target/bench-flash; needs ~5 GiB)
+# env:   RUNS rounds (default 7), DROP_CACHES=1 to drop the page cache before every run (root)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$root/target/bench-flash}
-runs=${RUNS:-5}
+runs=${RUNS:-7}
 mkdir -p "$work"
 img=$work/bench.img
 
@@ -44,39 +45,52 @@ if [[ ! -f $img || ! -f $img.bmap ]]; then
 fi
 echo "bench-flash: image $(du -h --apparent-size "$img" | cut -f1) apparent, $(du -h "$img" | cut -f1) data" >&2
 
-prepare="rm -f $work/out.*; sync"
+prepare="rm -f $work/out.*; sync; sleep 1"
 if [[ ${DROP_CACHES:-0} == 1 ]]; then
   prepare="$prepare; echo 3 > /proc/sys/vm/drop_caches"
 fi
 
-json=$work/results.json
-if command -v hyperfine >/dev/null; then
-  hyperfine --runs "$runs" --prepare "$prepare" --export-json "$json" \
-    -n dd "dd if=$img of=$work/out.dd bs=4M conv=fsync status=none" \
-    -n bmaptool "bmaptool -q copy $img $work/out.bmaptool" \
-    -n harness "$(ours "$work/out.harness")"
-  python3 - "$json" <<'PY'
-import json, sys
-r = {x["command"]: x["mean"] for x in json.load(open(sys.argv[1]))["results"]}
-h = r["harness"]
-print(f"harness flash {h:.2f} s, bmaptool copy {r['bmaptool']:.2f} s, dd {r['dd']:.2f} s")
-print(f"ratio dd/harness:       {r['dd'] / h:.1f}x  (target >= 3x)")
-print(f"ratio bmaptool/harness: {r['bmaptool'] / h:.1f}x  (target > 1x)")
-PY
-else
-  declare -A t
-  for name in dd bmaptool harness; do
-    bash -c "$prepare"
-    case $name in
-      dd) cmd="dd if=$img of=$work/out.dd bs=4M conv=fsync status=none" ;;
-      bmaptool) cmd="bmaptool -q copy $img $work/out.bmaptool" ;;
-      harness) cmd=$(ours "$work/out.harness") ;;
-    esac
-    s=$(date +%s.%N); $cmd; e=$(date +%s.%N)
-    t[$name]=$(echo "$e - $s" | bc)
-    echo "$name: ${t[$name]} s"
+declare -A cmd=(
+  [dd]="dd if=$img of=$work/out.dd bs=4M conv=fsync status=none"
+  [bmaptool]="bmaptool -q copy $img $work/out.bmaptool"
+  [harness]="$(ours "$work/out.harness")"
+)
+names=(dd bmaptool harness)
+
+# Rounds interleave the three tools (rotating who goes first), so that the disk's drift over
+# time hits all three alike; the ratios are of the medians.
+: > "$work/times.txt"
+for round in $(seq 1 "$runs"); do
+  order=("${names[@]:round%3}" "${names[@]:0:round%3}")
+  for name in "${order[@]}"; do
+    if command -v hyperfine >/dev/null; then
+      hyperfine -N --runs 1 --prepare "bash -c '$prepare'" --export-json "$work/round.json" \
+        --style none -n "$name" "${cmd[$name]}" >/dev/null
+      t=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['results'][0]['mean'])" "$work/round.json")
+    else
+      bash -c "$prepare"
+      s=$(date +%s.%N); ${cmd[$name]} 2>/dev/null; e=$(date +%s.%N)
+      t=$(echo "$e - $s" | bc)
+    fi
+    echo "$name $t" >> "$work/times.txt"
+    printf 'round %d  %-8s %6.2f s\n' "$round" "$name" "$t" >&2
   done
-  echo "ratio dd/harness: $(echo "scale=1; ${t[dd]} / ${t[harness]}" | bc)x"
-  echo "ratio bmaptool/harness: $(echo "scale=1; ${t[bmaptool]} / ${t[harness]}" | bc)x"
-fi
-cmp "$img" "$work/out.harness" && echo "bench-flash: harness output matches the image" >&2
+done
+
+python3 - "$work/times.txt" <<'PY'
+import statistics, sys
+t = {}
+for line in open(sys.argv[1]):
+    name, secs = line.split()
+    t.setdefault(name, []).append(float(secs))
+med = {k: statistics.median(v) for k, v in t.items()}
+for k in ("dd", "bmaptool", "harness"):
+    print(f"{k:9} median {med[k]:6.2f} s   min {min(t[k]):6.2f} s   max {max(t[k]):6.2f} s   ({len(t[k])} runs)")
+print(f"ratio dd / harness:       {med['dd'] / med['harness']:.1f}x  (target >= 3x)")
+print(f"ratio bmaptool / harness: {med['bmaptool'] / med['harness']:.1f}x  (target > 1x)")
+PY
+# An independent check of what harness wrote.
+bash -c "$prepare"
+${cmd[harness]} 2>/dev/null
+cmp "$img" "$work/out.harness" && echo "bench-flash: harness output matches the image (cmp)" >&2
+rm -f "$work"/out.* "$work/round.json"
