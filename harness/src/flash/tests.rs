@@ -207,3 +207,24 @@ fn bad_input_is_one_line() {
     let err = run(&img, Path::new("/dev/sdzz")).unwrap_err();
     assert_eq!(err.to_string(), "block device /dev/sdzz does not exist");
 }
+
+#[test]
+fn data_past_the_end_of_a_device_is_refused() {
+    // A file posing as a 1 MiB block device: the writers must stop at its end.
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = sparse_image(dir.path());
+    let path = dir.path().join("small");
+    let t = target::Target {
+        path: path.clone(),
+        kind: TargetKind::BlockDevice { size: 1 << 20 },
+        buffered: std::fs::File::create(&path).unwrap(),
+        direct: None,
+    };
+    let plan = read::Plan::new(&img, None).unwrap();
+    let Err(err) = write::write_all(&t, plan, None, false, false, &|_| {}) else {
+        panic!("wrote past the end")
+    };
+    assert!(matches!(err, Error::Input(_)));
+    assert!(err.to_string().contains("larger than"), "{err}");
+    assert!(err.to_string().contains("(1048576 bytes)"), "{err}");
+}

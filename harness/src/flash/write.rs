@@ -18,7 +18,7 @@ use super::check::Unit;
 use super::progress::{Meter, Phase, Progress};
 use super::ranges::Extent;
 use super::read::{self, Msg, Plan};
-use super::target::{too_large, Target};
+use super::target::Target;
 use super::CHUNK;
 
 /// Writer threads: how many writes are in flight on the device at once.
@@ -212,7 +212,10 @@ impl<'a> Sink<'a> {
         let end = at + data.len() as u64;
         if let Some(cap) = self.target.capacity() {
             if end > cap {
-                return Err(too_large(&self.target.path, end, cap));
+                return Err(Error::input(format!(
+                    "the image is larger than {} ({cap} bytes): it has data up to byte {end}",
+                    self.target.path.display()
+                )));
             }
         }
         let fail = |e: std::io::Error| {
