@@ -128,15 +128,6 @@ pub fn produce(
     });
 }
 
-/// Reports that the writer went away (so the reader should stop).
-struct HungUp;
-
-impl From<HungUp> for Error {
-    fn from(_: HungUp) -> Error {
-        Error::infra("the writer stopped")
-    }
-}
-
 /// The reader's output: the channel, and the bmap check the data passes on its way.
 struct Out<'a> {
     tx: SyncSender<Msg>,
@@ -155,8 +146,9 @@ fn send(out: &mut Out, chunk: Chunk) -> Result<bool> {
     Ok(out.tx.send(Msg::Chunk(chunk)).is_ok())
 }
 
-fn take(pool: &Receiver<AlignedBuf>) -> std::result::Result<AlignedBuf, HungUp> {
-    pool.recv().map_err(|_| HungUp)
+/// A free buffer, or `None` when the writers are gone (so the reader should stop).
+fn take(pool: &Receiver<AlignedBuf>) -> Option<AlignedBuf> {
+    pool.recv().ok()
 }
 
 fn runs_of(buf: &[u8], skip_zeros: bool) -> Vec<(usize, usize)> {
@@ -181,7 +173,7 @@ fn read_raw(
         let mut pos = e.start;
         while pos < e.end {
             let len = ((e.end - pos) as usize).min(CHUNK);
-            let Ok(mut buf) = take(pool) else {
+            let Some(mut buf) = take(pool) else {
                 return Ok(());
             };
             file.read_exact_at(&mut buf[..len], pos)
@@ -213,7 +205,7 @@ fn read_stream(
     let last_needed = keep.map(|k| k.last().map_or(0, |e| e.end));
     let mut pos = 0u64;
     loop {
-        let Ok(mut buf) = take(pool) else {
+        let Some(mut buf) = take(pool) else {
             return Ok(pos);
         };
         let len = read_full(&mut stream, &mut buf[..CHUNK])
