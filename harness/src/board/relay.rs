@@ -21,18 +21,21 @@ pub struct GpiodLine {
 }
 
 impl GpiodLine {
-    /// Opens line `offset` of `chip` (a path like `/dev/gpiochip0` or a name like
-    /// `gpiochip0`). The line is requested on first use, at the level asked for, so opening
-    /// never toggles the relay.
+    /// Opens line `offset` of `chip` (a path like `/dev/gpiochip0`, a name like `gpiochip0`,
+    /// or a label like `pinctrl-bcm2711`). The line is requested on first use, at the level
+    /// asked for, so opening never toggles the relay.
     pub fn open(chip: &str, offset: u32) -> Result<GpiodLine> {
         let path = if chip.starts_with('/') {
             PathBuf::from(chip)
         } else {
             Path::new("/dev").join(chip)
         };
-        if !path.exists() {
-            return Err(Error::input(format!("gpio chip {chip} does not exist")));
-        }
+        let path = if path.exists() {
+            path
+        } else {
+            chip_by_label(chip)
+                .ok_or_else(|| Error::input(format!("gpio chip {chip} does not exist")))?
+        };
         let chip_dev = gpiod::Chip::new(&path)
             .map_err(|e| Error::input(format!("cannot open gpio chip {chip}: {e}")))?;
         let count = chip_dev.num_lines();
@@ -48,6 +51,14 @@ impl GpiodLine {
             lines: None,
         })
     }
+}
+
+/// The chip whose label is `label`.
+fn chip_by_label(label: &str) -> Option<PathBuf> {
+    gpiod::Chip::list_devices()
+        .ok()?
+        .into_iter()
+        .find(|p| gpiod::Chip::new(p).is_ok_and(|c| c.label() == label))
 }
 
 impl OutputLine for GpiodLine {
