@@ -63,6 +63,9 @@ pub struct FlashOptions {
     /// Leave all-zero blocks unwritten. `None` decides by the target: yes for a file (its
     /// holes read as zeros), no for a block device (old data would show through).
     pub skip_zero_blocks: Option<bool>,
+    /// Polled between chunks: `true` stops the flash with [`Error::Interrupted`] (the CLI
+    /// passes `interrupt::requested`).
+    pub cancel: Option<fn() -> bool>,
 }
 
 impl FlashOptions {
@@ -74,6 +77,7 @@ impl FlashOptions {
             bmap: BmapChoice::Beside,
             verify: true,
             skip_zero_blocks: None,
+            cancel: None,
         }
     }
 }
@@ -126,6 +130,7 @@ pub fn flash(opts: &FlashOptions, progress: &dyn Fn(Progress)) -> Result<FlashRe
         bmap.as_ref(),
         skip_zeros,
         check_source,
+        opts.cancel,
         progress,
     )?;
     if target.kind == TargetKind::File {
@@ -139,7 +144,7 @@ pub fn flash(opts: &FlashOptions, progress: &dyn Fn(Progress)) -> Result<FlashRe
 
     let verify_time = if opts.verify {
         let t = Instant::now();
-        if let Err(f) = verify::verify(&target, &written.units, progress) {
+        if let Err(f) = verify::verify(&target, &written.units, opts.cancel, progress) {
             return Err(blame(opts, bmap.as_ref(), &written.units, f));
         }
         Some(t.elapsed())

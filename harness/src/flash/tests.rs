@@ -183,7 +183,7 @@ fn verification_names_the_first_bad_range() {
             [0u8; 32],
         ),
     ];
-    let Err(f) = verify::verify(&t, &units, &|_| {}) else {
+    let Err(f) = verify::verify(&t, &units, None, &|_| {}) else {
         panic!("verification passed")
     };
     assert_eq!(f.mismatch, Some(1));
@@ -219,10 +219,19 @@ fn data_past_the_end_of_a_device_is_refused() {
         direct: None,
     };
     let plan = read::Plan::new(&img, None).unwrap();
-    let Err(err) = write::write_all(&t, plan, None, false, false, &|_| {}) else {
+    let Err(err) = write::write_all(&t, plan, None, false, false, None, &|_| {}) else {
         panic!("wrote past the end")
     };
     assert!(matches!(err, Error::Input(_)));
     assert!(err.to_string().contains("larger than"), "{err}");
     assert!(err.to_string().contains("(1048576 bytes)"), "{err}");
+}
+
+#[test]
+fn a_cancelled_flash_is_interrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (img, _) = sparse_image(dir.path());
+    let mut opts = FlashOptions::new(&img, dir.path().join("card"));
+    opts.cancel = Some(|| true);
+    assert!(matches!(flash(&opts, &|_| {}), Err(Error::Interrupted)));
 }

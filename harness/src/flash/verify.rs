@@ -34,6 +34,7 @@ pub struct Failure {
 pub fn verify(
     target: &Target,
     units: &[Unit],
+    cancel: Option<fn() -> bool>,
     progress: &dyn Fn(Progress),
 ) -> std::result::Result<(), Failure> {
     if target.direct.is_none() {
@@ -62,6 +63,12 @@ pub fn verify(
                         };
                         let lowest = failed.lock().map(|f| f.as_ref().map(|x| x.0));
                         if lowest.is_ok_and(|l| l.is_some_and(|l| l < i)) {
+                            return;
+                        }
+                        if cancel.is_some_and(|c| c()) {
+                            if let Ok(mut f) = failed.lock() {
+                                f.get_or_insert((0, Error::Interrupted, false));
+                            }
                             return;
                         }
                         let result = match rb.hash(&mut buf, ext.start, ext.end, &done) {

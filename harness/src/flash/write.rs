@@ -55,6 +55,8 @@ struct Shared<'a> {
     stop: AtomicBool,
     /// Hash each run written (without sha256 bmap checksums to verify against).
     hash_runs: bool,
+    /// Polled before each chunk; `true` interrupts.
+    cancel: Option<fn() -> bool>,
 }
 
 /// Writes the plan's data to `target`; `check_source` checks the image against the bmap's
@@ -65,6 +67,7 @@ pub fn write_all(
     bmap: Option<&Bmap>,
     skip_zeros: bool,
     check_source: bool,
+    cancel: Option<fn() -> bool>,
     progress: &dyn Fn(Progress),
 ) -> Result<Written> {
     let expected: Option<Vec<Unit>> = bmap.and_then(|b| {
@@ -85,6 +88,7 @@ pub fn write_all(
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         hash_runs: expected.is_none(),
+        cancel,
     });
     // Checking the image against the bmap while writing costs a hash pass; verification
     // compares the target with the bmap's checksums anyway, so it is only done without it.
@@ -151,6 +155,9 @@ fn writer(shared: &Shared, pool: Sender<AlignedBuf>) -> Result<WriterOut> {
     let result = loop {
         if shared.stop.load(Ordering::Relaxed) {
             break Ok(());
+        }
+        if shared.cancel.is_some_and(|c| c()) {
+            break Err(Error::Interrupted);
         }
         let msg = shared
             .msgs
