@@ -10,6 +10,7 @@
 //! | [`Power`](crate::device::Power)             | [`Relay`], [`Uhubctl`], [`CommandPower`] |
 //! | [`ConsolePort`](crate::device::ConsolePort) | [`SerialConsole`]             |
 
+pub mod card;
 pub mod command_power;
 pub mod file_media;
 pub mod relay;
@@ -21,6 +22,7 @@ pub mod spec;
 pub mod uhubctl;
 pub mod usbsdmux;
 
+pub use card::write_card;
 pub use command_power::CommandPower;
 pub use file_media::FileMedia;
 pub use relay::Relay;

@@ -10,6 +10,16 @@
 //! several write and hash, so the device sees several requests at once. Verification reads
 //! the written ranges back from the target in parallel, bypassing the page cache, and
 //! compares digests.
+//!
+//! What gets written, like bmaptool: with a bmap, its mapped blocks; without one, a raw
+//! file's data extents (its holes are skipped) or, for a packed stream, everything. All-zero
+//! blocks are skipped too when the target is a file (whose holes read as zeros), not on a
+//! block device (old data would show through). Unwritten parts of a device keep old data.
+//! A file target is truncated and sized to the image first, so it stays sparse.
+//!
+//! Refused, as input errors: a mounted device (or one with a mounted partition), the disk
+//! the host runs from, a device held by device-mapper or md, an image larger than the device,
+//! an image that does not match its bmap.
 
 pub mod aligned;
 pub mod bmap;
