@@ -28,14 +28,30 @@ pub enum Command {
     /// Build, inspect or configure disk images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// List the rigs and check that each one's hardware is present.
+    Rigs,
+    /// Write an image to a block device or file: only the blocks that hold data, verified.
+    Flash {
+        /// The image (`.img`, `.gz`, `.xz`, `.zst`, `.zip`; a `.bmap` beside it is used).
+        image: PathBuf,
+        /// The block device (or file) to write.
+        #[arg(long)]
+        to: PathBuf,
+        /// Skip reading back and checking what was written.
+        #[arg(long)]
+        no_verify: bool,
+    },
 }
 
 /// `harness run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The machine type (see `harness machines`).
+    /// The machine type (see `harness machines`), run under QEMU.
+    #[arg(long, required_unless_present = "rig", conflicts_with = "rig")]
+    pub machine: Option<String>,
+    /// A rig (see `harness rigs`): the board it holds, flashed through its SD muxer.
     #[arg(long)]
-    pub machine: String,
+    pub rig: Option<String>,
     /// Suites to run: `suite/os`, `suites/os`, or a path to a suite folder.
     #[arg(required = true)]
     pub suites: Vec<String>,

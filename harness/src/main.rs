@@ -51,14 +51,95 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(exit_code::SUCCESS)
         }
         Command::Image(cmd) => image(cmd),
+        Command::Rigs => rigs(),
+        Command::Flash {
+            image,
+            to,
+            no_verify,
+        } => flash(image, to, !no_verify),
     }
+}
+
+fn rigs() -> Result<i32> {
+    let root = paths::project_root()?;
+    let mut missing = 0;
+    for rig in harness::board::rig::list(&root)? {
+        let check = rig
+            .media
+            .check()
+            .and_then(|_| rig.power.check())
+            .and_then(|_| rig.console.check());
+        let state = match &check {
+            Ok(()) => "ready".to_string(),
+            Err(e) => {
+                missing += 1;
+                format!("not ready: {e}")
+            }
+        };
+        println!(
+            "{:<12} {:<18} {} [{}] - {state}",
+            rig.name,
+            rig.machine,
+            rig.description,
+            rig.tags.join(",")
+        );
+    }
+    Ok(if missing == 0 {
+        exit_code::SUCCESS
+    } else {
+        exit_code::INFRASTRUCTURE
+    })
+}
+
+fn flash(image: std::path::PathBuf, to: std::path::PathBuf, verify: bool) -> Result<i32> {
+    use harness::flash::{FlashOptions, Phase};
+    harness::interrupt::install();
+    let mut opts = FlashOptions::new(&image, &to);
+    opts.verify = verify;
+    opts.cancel = Some(harness::interrupt::requested);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:8} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let report = harness::flash::flash(&opts, &|p| {
+        bar.set_message(match p.phase {
+            Phase::Write => "write",
+            Phase::Verify => "verify",
+        });
+        if let Some(total) = p.total {
+            bar.set_length(total);
+        }
+        bar.set_position(p.done);
+    })?;
+    bar.finish_and_clear();
+    eprintln!(
+        "wrote {} of {} bytes in {} ranges ({:.1}s){}{}",
+        report.written,
+        report.image_size,
+        report.ranges,
+        report.write_time.as_secs_f64(),
+        report
+            .verify_time
+            .map(|t| format!(", verified in {:.1}s", t.as_secs_f64()))
+            .unwrap_or_default(),
+        report
+            .bmap
+            .map(|b| format!(", using {}", b.display()))
+            .unwrap_or_default()
+    );
+    Ok(exit_code::SUCCESS)
 }
 
 fn run(args: RunArgs) -> Result<i32> {
     harness::interrupt::install();
     let root = paths::project_root()?;
     let opts = harness::runner::RunOptions {
-        machine: args.machine,
+        machine: args.machine.unwrap_or_default(),
+        rig: args.rig,
         suites: args.suites,
         image: args.image,
         out: args.out,

@@ -45,7 +45,10 @@ pub fn wait_for_banner(addr: SocketAddr, timeout: Duration) -> Result<()> {
         // takes seconds to start, and every abandoned connection costs it another sshd.
         // A port nobody listens on fails at once (refused, or closed by QEMU's forwarder).
         let left = deadline.saturating_duration_since(Instant::now());
-        match read_banner(addr, left.clamp(Duration::from_secs(1), Duration::from_secs(30))) {
+        match read_banner(
+            addr,
+            left.clamp(Duration::from_secs(1), Duration::from_secs(30)),
+        ) {
             Ok(()) => return Ok(()),
             Err(e) => last = e,
         }
@@ -70,7 +73,10 @@ fn read_banner(addr: SocketAddr, timeout: Duration) -> std::result::Result<(), S
             Ok(0) => return Err("connection closed before the banner".into()),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!("connected, but no banner within {}s", timeout.as_secs()))
+                return Err(format!(
+                    "connected, but no banner within {}s",
+                    timeout.as_secs()
+                ))
             }
             Err(e) => return Err(e.to_string()),
         }

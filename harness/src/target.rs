@@ -33,4 +33,9 @@ pub trait Target {
     fn configure_image(&mut self, changes: &[Change]) -> Result<()>;
     /// Lines about the set-up for the report (accelerator, network).
     fn notes(&self) -> Vec<String>;
+    /// Ends the run: the device is powered off; `keep` keeps work files for a post-mortem.
+    fn finish(&mut self, keep: bool) {
+        let _ = keep;
+        let _ = self.power().off();
+    }
 }

@@ -14,6 +14,7 @@ pub mod card;
 pub mod command_power;
 pub mod file_media;
 pub mod relay;
+pub mod rig;
 pub mod run;
 pub mod sdwire;
 pub mod serial;

@@ -2,7 +2,6 @@
 //! while the machine is off, so the user's image is never written.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Network, QemuMachine, QemuOptions};
@@ -43,11 +42,6 @@ impl QemuTarget {
             boot,
             notes,
         })
-    }
-
-    /// The overlay holding the device's disk.
-    pub fn overlay(&self) -> PathBuf {
-        self.machine.overlay()
     }
 
     /// The QEMU machine itself (for QMP-level control).
@@ -126,5 +120,12 @@ impl Target for QemuTarget {
 
     fn notes(&self) -> Vec<String> {
         self.notes.clone()
+    }
+
+    fn finish(&mut self, keep: bool) {
+        let _ = self.machine.off();
+        if !keep {
+            let _ = std::fs::remove_file(self.machine.overlay());
+        }
     }
 }

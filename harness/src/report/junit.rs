@@ -51,7 +51,10 @@ fn drop_root_skipped(xml: String) -> String {
     let tag = &xml[start..end];
     match tag.find(" skipped=\"") {
         Some(at) => {
-            let value_end = tag[at + 10..].find('"').map(|i| at + 10 + i + 1).unwrap_or(at);
+            let value_end = tag[at + 10..]
+                .find('"')
+                .map(|i| at + 10 + i + 1)
+                .unwrap_or(at);
             format!("{}{}{}", &xml[..start + at], &tag[value_end..], &xml[end..])
         }
         None => xml,

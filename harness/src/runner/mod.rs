@@ -30,8 +30,10 @@ use plan::Plan;
 /// What `harness run` was asked to do.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// The machine type.
+    /// The machine type (for a rig: its machine, filled in from the rig file).
     pub machine: String,
+    /// A rig (`rigs/NAME.yaml`): a board on this host, instead of a QEMU machine.
+    pub rig: Option<String>,
     /// Suites, as `suite/os`, `suites/os` or a path.
     pub suites: Vec<String>,
     /// The image; default: the machine's reference image.
@@ -84,58 +86,47 @@ impl RunSummary {
     }
 }
 
-/// Runs the suites on a QEMU machine; `say` receives the progress lines.
+/// Runs the suites on a QEMU machine or a rig; `say` receives the progress lines.
 pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<RunSummary> {
     let started = Instant::now();
-    let plan = plan::build(root, &opts.machine, &opts.suites, opts.filter.as_deref())?;
-    let qemu_spec = plan.machine.qemu.clone().ok_or_else(|| {
-        Error::input(format!(
-            "machine `{}` has no QEMU settings; run it on a rig (--rig)",
-            plan.machine.name
-        ))
-    })?;
-    let dir = plan::run_dir(root, opts.out.as_deref(), &plan.machine.name);
+    let rig = opts
+        .rig
+        .as_deref()
+        .map(|name| crate::board::rig::load(root, name))
+        .transpose()?;
+    let machine = rig
+        .as_ref()
+        .map_or(opts.machine.as_str(), |r| r.machine.as_str());
+    let plan = plan::build(root, machine, &opts.suites, opts.filter.as_deref())?;
+    let target_name = rig
+        .as_ref()
+        .map_or(plan.machine.name.clone(), |r| format!("rig-{}", r.name));
+    let dir = plan::run_dir(root, opts.out.as_deref(), &target_name);
     std::fs::create_dir_all(&dir).infra_ctx(|| format!("cannot create {}", dir.display()))?;
     let media = media::prepare(root, &plan.machine, opts.image.as_deref(), &dir, say)?;
-
-    let mut notes = Vec::new();
-    let accel = match opts.accel {
-        Some(a) => {
-            notes.push(format!("accelerator: {} (forced)", a.qemu_name()));
-            a
+    let key = keys::generate(&dir)?;
+    let console = Console::new(&dir.join("serial.log"))?;
+    // The LAN (if any) must exist before any thread that should live in it.
+    let (mut target, _lan): (Box<dyn Target>, Option<Lan>) = match &rig {
+        Some(rig) => {
+            let _ = console;
+            return Err(Error::input(format!(
+                "rig {}: the board flow is not wired yet",
+                rig.name
+            )));
         }
-        None => accel::choose(&qemu_spec.binary, media.probe_kernel.as_deref(), &mut |l| {
-            notes.push(l)
-        }),
+        None => qemu_target(&plan, &media, &dir, opts, console)?,
     };
-    // The LAN is made after the image (whose build needs the host's network) and before
-    // any thread that should live in it.
-    let (network, _lan) = network(&dir, &mut notes)?;
+    let notes = target.notes();
     for n in &notes {
         say(n);
     }
-    let key = keys::generate(&dir)?;
-    let console = Console::new(&dir.join("serial.log"))?;
-    let qemu_dir = dir.join("qemu");
-    let mut target = QemuTarget::new(
-        &plan.machine.name,
-        QemuOptions {
-            spec: qemu_spec,
-            base_image: media.image.clone(),
-            dir: qemu_dir.clone(),
-            accel,
-            network,
-        },
-        console,
-        media.boot.clone(),
-        notes.clone(),
-    )?;
     let junit = opts.junit.clone().unwrap_or_else(|| dir.join("junit.xml"));
     let mut reporter = Reporter::new(
         &dir,
         junit.clone(),
         RunInfo {
-            target: plan.machine.name.clone(),
+            target: target_name,
             image: media.image.clone(),
             started: SystemTime::now(),
             notes,
@@ -147,22 +138,16 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
     if let Some(ip) = target.host_addr() {
         vars.insert("host_ip".into(), ip.to_string());
     }
-    if let Ok(addr) = target.ssh_addr(Duration::from_secs(1)) {
-        vars.insert("dut_ip".into(), addr.ip().to_string());
-    }
     vars.extend(opts.vars.iter().cloned());
 
     let interrupted = {
-        let mut dut = Dut::new(&mut target, key.private.clone(), dir.clone());
+        let mut dut = Dut::new(target.as_mut(), key.private.clone(), dir.clone());
         dut.vars = vars;
         run_suites(&plan, &mut dut, &key.public, opts, &mut reporter, say)?
     };
-    let _ = target.power().off();
+    target.finish(opts.keep);
     if interrupted {
         reporter.interrupted()?;
-    }
-    if !opts.keep {
-        let _ = std::fs::remove_file(target.overlay());
     }
     Ok(RunSummary {
         dir,
@@ -171,6 +156,48 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
         interrupted,
         duration: started.elapsed(),
     })
+}
+
+/// A QEMU machine for the plan's machine type, on the private LAN when the harness may make
+/// one.
+fn qemu_target(
+    plan: &Plan,
+    media: &media::Media,
+    dir: &Path,
+    opts: &RunOptions,
+    console: Console,
+) -> Result<(Box<dyn Target>, Option<Lan>)> {
+    let spec = plan.machine.qemu.clone().ok_or_else(|| {
+        Error::input(format!(
+            "machine `{}` has no QEMU settings; run it on a rig (--rig)",
+            plan.machine.name
+        ))
+    })?;
+    let mut notes = Vec::new();
+    let accel = match opts.accel {
+        Some(a) => {
+            notes.push(format!("accelerator: {} (forced)", a.qemu_name()));
+            a
+        }
+        None => accel::choose(&spec.binary, media.probe_kernel.as_deref(), &mut |l| {
+            notes.push(l)
+        }),
+    };
+    let (network, lan) = network(dir, &mut notes)?;
+    let target = QemuTarget::new(
+        &plan.machine.name,
+        QemuOptions {
+            spec,
+            base_image: media.image.clone(),
+            dir: dir.join("qemu"),
+            accel,
+            network,
+        },
+        console,
+        media.boot.clone(),
+        notes,
+    )?;
+    Ok((Box::new(target), lan))
 }
 
 /// The private LAN when the harness may make one, else QEMU's user network.
