@@ -3,7 +3,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Error, Result};
@@ -206,63 +206,6 @@ impl Ssh {
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
         })
-    }
-
-    /// Writes `bytes` to `remote` on the device (atomically: a temp file, then a rename).
-    pub fn write_file(&self, remote: &str, bytes: &[u8], timeout: Duration) -> Result<()> {
-        let q = shell_quote(remote);
-        let tmp = shell_quote(&format!("{remote}.harness-tmp"));
-        let out = self.exec(
-            &format!("cat > {tmp} && sync {tmp} && mv {tmp} {q} && sync"),
-            bytes,
-            timeout,
-        )?;
-        if out.status != 0 {
-            return Err(Error::infra(format!(
-                "cannot write {remote} on the device: {}",
-                out.stderr.trim()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Reads `remote` from the device.
-    pub fn read_file(&self, remote: &str, timeout: Duration) -> Result<Vec<u8>> {
-        let s = &self.session;
-        s.set_blocking(true);
-        s.set_timeout(timeout.as_millis().max(1) as u32);
-        let mut channel = s
-            .channel_session()
-            .infra_ctx(|| "cannot open an SSH channel".into())?;
-        channel
-            .exec(&format!("cat {}", shell_quote(remote)))
-            .infra_ctx(|| format!("cannot read {remote}"))?;
-        let mut bytes = Vec::new();
-        channel
-            .read_to_end(&mut bytes)
-            .infra_ctx(|| format!("cannot read {remote}"))?;
-        let _ = channel.wait_close();
-        if channel.exit_status().unwrap_or(-1) != 0 {
-            return Err(Error::failed(format!("cannot read {remote} on the device")));
-        }
-        Ok(bytes)
-    }
-
-    /// Copies the host file `local` to `remote`.
-    pub fn upload(&self, local: &Path, remote: &str, timeout: Duration) -> Result<()> {
-        let bytes =
-            std::fs::read(local).input_ctx(|| format!("cannot read {}", local.display()))?;
-        self.write_file(remote, &bytes, timeout)
-    }
-
-    /// The kernel's boot id: it changes on every boot, so it tells a reboot apart.
-    pub fn boot_id(&self) -> Result<String> {
-        let out = self.exec(
-            "cat /proc/sys/kernel/random/boot_id",
-            b"",
-            Duration::from_secs(20),
-        )?;
-        Ok(out.stdout.trim().to_string())
     }
 }
 
