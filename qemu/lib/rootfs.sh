@@ -50,6 +50,8 @@ rootfs_configure() {
 	chroot "$root" systemctl -q mask ssh.service ssh.socket docker.service docker.socket \
 		containerd.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
 		e2scrub_all.timer e2scrub_reap.service fstrim.timer NetworkManager-wait-online.service
+	# mDNS only on real NICs, not on the engine's bridge.
+	sed -i 's/^#\?deny-interfaces=.*/deny-interfaces=docker0,balena0,supervisor0/' "$root/etc/avahi/avahi-daemon.conf"
 	mkdir -p "$root/etc/systemd/system-generators"
 	ln -sf /dev/null "$root/etc/systemd/system-generators/systemd-getty-generator"
 	chroot "$root" systemctl -q enable sshd.socket config-json.service config-json.path \
