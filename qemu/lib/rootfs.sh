@@ -9,7 +9,7 @@ ROOTFS_PACKAGES=(
 	openssh-server avahi-daemon libnss-mdns
 	network-manager dnsmasq-base chrony
 	docker.io iptables
-	jq iproute2 util-linux e2fsprogs zstd ca-certificates curl
+	jq iproute2 util-linux fdisk e2fsprogs zstd ca-certificates curl
 )
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
@@ -55,7 +55,7 @@ rootfs_configure() {
 	mkdir -p "$root/etc/systemd/system-generators"
 	ln -sf /dev/null "$root/etc/systemd/system-generators/systemd-getty-generator"
 	chroot "$root" systemctl -q enable sshd.socket config-json.service config-json.path \
-		dnsmasq.service balena.service rollback-altboot.service rollback-health.service \
+		dnsmasq.service balena.service rollback-altboot.service rollback-health.service expand-data.service \
 		NetworkManager.service avahi-daemon.service chrony.service
 }
 
