@@ -11,6 +11,10 @@ use crate::image::configure::Change;
 use crate::ssh::{self, ExecOutput, Ssh, SshTarget};
 use crate::target::Target;
 
+/// Kernel panics on the console during one wait for SSH that mean a boot loop. A rollback
+/// legitimately panics once (the new OS cannot start) before the bootloader falls back.
+pub const PANIC_LIMIT: usize = 3;
+
 /// A device under test during a run.
 pub struct Dut<'t> {
     /// The device.
@@ -81,11 +85,43 @@ impl<'t> Dut<'t> {
     pub fn connect(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let target = self.ssh_target(true, timeout)?;
-        ssh::wait_for_banner(target.addr, timeout)?;
+        // Wait in slices, watching the console: a device that keeps panicking will not
+        // come up, and saying so at once beats waiting out the timeout.
+        let watch_from = self.target.console().position();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match ssh::wait_for_banner(target.addr, left.min(Duration::from_secs(10))) {
+                Ok(()) => break,
+                Err(e) if left <= Duration::from_secs(10) => {
+                    return Err(Error::infra(format!(
+                        "gave up after {}s waiting for the SSH-2.0 banner on {} ({e})",
+                        timeout.as_secs(),
+                        target.addr
+                    )))
+                }
+                Err(_) => self.check_panics(watch_from)?,
+            }
+        }
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(10));
         self.ssh = Some(Ssh::connect(&target, left)?);
+        Ok(())
+    }
+
+    /// Fails when the console showed [`PANIC_LIMIT`] kernel panics since `from`: the device
+    /// is in a boot loop.
+    fn check_panics(&self, from: usize) -> Result<()> {
+        let console = self.target.console();
+        let text = console.text_between(from, console.position());
+        let panics: Vec<&str> = text.lines().filter(|l| l.contains("Kernel panic")).collect();
+        if panics.len() >= PANIC_LIMIT {
+            return Err(Error::failed(format!(
+                "the device panicked {} times while booting, in a loop: {}",
+                panics.len(),
+                panics[0].trim()
+            )));
+        }
         Ok(())
     }
 
