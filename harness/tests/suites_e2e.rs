@@ -149,3 +149,14 @@ fn layer_reuse_fails_with_the_figures_when_v2_shares_no_layer() {
     let msg = reuse["message"].as_str().unwrap();
     assert!(msg.contains("bytes") && msg.contains("not reused"), "{msg}");
 }
+
+#[test]
+fn rollback_altboot_fails_fast_without_the_bootloader_fallback() {
+    let (code, err, dir) = run_suite("suite/hup-negative", &[]);
+    assert_eq!(code, Some(1), "{err}");
+    let t = tests(dir.path());
+    let altboot = outcome_of(&t, "rollback-altboot");
+    assert_eq!(altboot["outcome"], "failed", "{altboot}");
+    let msg = altboot["message"].as_str().unwrap();
+    assert!(msg.contains("panicked") && msg.contains("loop"), "{msg}");
+}
