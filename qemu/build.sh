@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck source-path=SCRIPTDIR
 # Build the balenaOS reference image for qemux86-64.
 #
 #   bash qemu/build.sh OUT_DIR      (as root; OUT_DIR exists and is empty)
@@ -60,7 +61,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-STEPS=8
+STEPS=8 # read by step() in lib/common.sh
+export STEPS
 step "bootstrapping Debian bookworm (debootstrap minbase, debs cached in $CACHE)"
 rootfs_bootstrap "$ROOT" "$CACHE"
 

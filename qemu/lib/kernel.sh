@@ -55,7 +55,7 @@ kernel_install() {
 # initramfs_build ROOT KVER INIT OUT: busybox-static + modules + our init.
 initramfs_build() {
 	local root=$1 kver=$2 init=$3 out=$4 dir m applet
-	dir=$(mktemp -d "$WORK/initramfs.XXXXXX")
+	dir=$(mktemp -d "${WORK:?}/initramfs.XXXXXX")
 	mkdir -p "$dir"/{bin,dev,etc,lib/modules,newroot,proc,sys}
 	cp "$BUSYBOX" "$dir/bin/busybox"
 	for applet in $("$BUSYBOX" --list); do

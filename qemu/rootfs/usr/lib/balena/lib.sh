@@ -4,7 +4,9 @@
 
 GRUBENV=/mnt/boot/EFI/BOOT/grubenv
 STATE=/mnt/state
+# shellcheck disable=SC2034 # used by the scripts that source this file
 HEALTH_CRUMB=$STATE/rollback-health-breadcrumb
+# shellcheck disable=SC2034
 ALTBOOT_CRUMB=$STATE/rollback-altboot-breadcrumb
 
 log() { echo "${0##*/}: $*" >&2; }
