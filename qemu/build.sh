@@ -42,7 +42,7 @@ if grep -q '/lib64/ld-linux-x86-64.so' "$BUSYBOX"; then
 fi
 [ -d "$OUT" ] || die "output directory $OUT does not exist"
 OUT=$(cd "$OUT" && pwd)
-CACHE=${HARNESS_CACHE:-$HOME/.cache/harness}/debs
+CACHE=${HARNESS_CACHE:-${HOME:-/root}/.cache/harness}/debs
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/harness-image.XXXXXX")
 ROOT=$WORK/rootfs

@@ -10,9 +10,12 @@ INITRAMFS_MODULES=(virtio_pci virtio_blk crc32c_generic ext4 vfat nls_cp437 nls_
 # filesystem, netfilter/bridge/overlay for the engine; not GPUs, sound,
 # wireless or vendor NIC drivers.
 MODULE_DIRS=(kernel/arch kernel/block kernel/crypto kernel/fs kernel/lib kernel/mm kernel/net kernel/virt
-	kernel/drivers/virtio kernel/drivers/block kernel/drivers/char kernel/drivers/scsi kernel/drivers/nvme
-	kernel/drivers/md kernel/drivers/input kernel/drivers/hid kernel/drivers/net/ipvlan kernel/drivers/net/vxlan
-	kernel/drivers/net/bonding kernel/drivers/net/team kernel/drivers/net/wireguard)
+	kernel/drivers/virtio kernel/drivers/block kernel/drivers/char kernel/drivers/nvme kernel/drivers/md
+	kernel/drivers/net/ipvlan kernel/drivers/net/vxlan kernel/drivers/net/bonding kernel/drivers/net/team
+	kernel/drivers/net/wireguard)
+# ...minus what a VM never uses (cluster/network filesystems, radios).
+MODULE_EXCLUDES=(kernel/fs/{ocfs2,gfs2,nfsd,nfs,ceph,smb,xfs,btrfs,f2fs,jfs,reiserfs,nilfs2,ubifs,dlm,orangefs,coda,afs}
+	kernel/net/{bluetooth,mac80211,wireless,sunrpc,ceph,rxrpc,nfc,ieee802154,mac802154,6lowpan,can,rds,tipc,sctp})
 
 # kernel_fetch CACHE: download linux-image-<abi>-amd64 into CACHE; prints the .deb path.
 kernel_fetch() {
@@ -47,6 +50,9 @@ kernel_install() {
 	# drivers/net top level: virtio_net, tun, veth, macvlan, dummy...
 	mkdir -p "$root/usr/lib/modules/$kver/kernel/drivers/net"
 	cp "$work/kernel/lib/modules/$kver/kernel/drivers/net/"*.ko "$root/usr/lib/modules/$kver/kernel/drivers/net/"
+	for d in "${MODULE_EXCLUDES[@]}"; do
+		rm -rf "${root:?}/usr/lib/modules/$kver/$d"
+	done
 	chroot "$root" depmod -a "$kver"
 	rm -rf "$work/kernel"
 	echo "$kver"
