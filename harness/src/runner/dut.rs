@@ -82,6 +82,10 @@ impl<'t> Dut<'t> {
     }
 
     /// Waits for the SSH banner and logs in with the run's key, within `timeout`.
+    ///
+    /// A device that is still booting may answer and then stall or refuse the login (its
+    /// keys not installed yet), so logins are retried until the deadline; the last error is
+    /// what a timeout reports.
     pub fn connect(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let target = self.ssh_target(true, timeout)?;
@@ -90,23 +94,30 @@ impl<'t> Dut<'t> {
         let watch_from = self.target.console().position();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match ssh::wait_for_banner(target.addr, left.min(Duration::from_secs(10))) {
-                Ok(()) => break,
-                Err(e) if left <= Duration::from_secs(10) => {
-                    return Err(Error::infra(format!(
-                        "gave up after {}s waiting for the SSH-2.0 banner on {} ({e})",
-                        timeout.as_secs(),
-                        target.addr
-                    )))
+            let slice = left.min(Duration::from_secs(10));
+            let attempt = ssh::wait_for_banner(target.addr, slice)
+                .and_then(|()| Ssh::connect(&target, left.max(Duration::from_secs(10))));
+            match attempt {
+                Ok(session) => {
+                    self.ssh = Some(session);
+                    return Ok(());
                 }
-                Err(_) => self.check_panics(watch_from)?,
+                Err(e) if left <= slice => {
+                    return Err(match e {
+                        Error::Failed(m) => Error::Failed(m),
+                        other => Error::infra(format!(
+                            "gave up after {}s waiting to log in over SSH on {} ({other})",
+                            timeout.as_secs(),
+                            target.addr
+                        )),
+                    })
+                }
+                Err(_) => {
+                    self.check_panics(watch_from)?;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
             }
         }
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_secs(10));
-        self.ssh = Some(Ssh::connect(&target, left)?);
-        Ok(())
     }
 
     /// Fails when the console showed [`PANIC_LIMIT`] kernel panics since `from`: the device
