@@ -44,8 +44,9 @@ require_tools() {
 		fi
 	done
 	if [ "${#missing[@]}" -gt 0 ]; then
-		local IFS=','
-		die "missing host tools: ${missing[*]}"
+		local list
+		list=$(printf '%s, ' "${missing[@]}")
+		die "missing host tools: ${list%, }"
 	fi
 }
 
