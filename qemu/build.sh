@@ -5,7 +5,7 @@
 #   bash qemu/build.sh OUT_DIR      (as root; OUT_DIR exists and is empty)
 #
 # Writes OUT_DIR/image.img (OS 1.0.0), OUT_DIR/hostapp-1.0.1.ext4.zst (the
-# update payload) and OUT_DIR/build.json. Everything else happens in a temp
+# update payload), OUT_DIR/vmlinuz (for the harness's KVM probe) and OUT_DIR/build.json. Everything else happens in a temp
 # dir removed on exit; downloaded .debs are kept in
 # ${HARNESS_CACHE:-$HOME/.cache/harness}/debs (not part of any cache key).
 set -euo pipefail
@@ -73,6 +73,8 @@ step "installing the kernel and building the initramfs"
 KDEB=$(kernel_fetch "$CACHE")
 KVER=$(kernel_install "$KDEB" "$ROOT" "$WORK")
 initramfs_build "$ROOT" "$KVER" "$HERE/initramfs/init" "$ROOT/boot/initrd.img"
+# The harness boots this kernel once under KVM to learn whether KVM really works here.
+cp "$ROOT/boot/vmlinuz" "$OUT/vmlinuz"
 rootfs_trim "$ROOT"
 
 # Root slots: the rootfs plus ~25% headroom (ext4 metadata and journal
