@@ -53,17 +53,7 @@ mod tests {
     use super::*;
     use crate::error::Error;
 
-    #[derive(Default)]
-    struct FakeRunner {
-        calls: Vec<Vec<String>>,
-    }
-
-    impl CommandRunner for FakeRunner {
-        fn run(&mut self, argv: &[String]) -> Result<()> {
-            self.calls.push(argv.to_vec());
-            Ok(())
-        }
-    }
+    use crate::board::run::FakeRunner;
 
     #[test]
     fn command_power_fake_runs_the_given_commands() {

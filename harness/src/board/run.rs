@@ -65,3 +65,19 @@ mod tests {
         ProcessRunner.run(&["true".to_string()]).unwrap();
     }
 }
+
+/// A fake runner for driver tests: records each command instead of running it.
+#[cfg(test)]
+#[derive(Default)]
+pub struct FakeRunner {
+    /// Every argv it was asked to run, in order.
+    pub calls: Vec<Vec<String>>,
+}
+
+#[cfg(test)]
+impl CommandRunner for FakeRunner {
+    fn run(&mut self, argv: &[String]) -> Result<()> {
+        self.calls.push(argv.to_vec());
+        Ok(())
+    }
+}

@@ -65,17 +65,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[derive(Default)]
-    struct FakeRunner {
-        calls: Vec<Vec<String>>,
-    }
-
-    impl CommandRunner for FakeRunner {
-        fn run(&mut self, argv: &[String]) -> Result<()> {
-            self.calls.push(argv.to_vec());
-            Ok(())
-        }
-    }
+    use crate::board::run::FakeRunner;
 
     #[test]
     fn uhubctl_fake_argv() {
