@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::device::{ConsolePort, Media, Power};
 use crate::error::{Error, Result};
 
-use super::{CommandPower, FileMedia, Relay, SdWire, SerialConsole, Uhubctl, UsbSdMux};
+use super::{CommandPower, FileMedia, QmpPower, Relay, SdWire, SerialConsole, Uhubctl, UsbSdMux};
 
 /// How the board's storage is switched between host and board.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -68,6 +68,11 @@ pub enum PowerSpec {
         /// Turns it off.
         off: String,
     },
+    /// A QEMU's run state through its QMP socket (the emulated rig).
+    Qmp {
+        /// The QMP socket.
+        socket: PathBuf,
+    },
 }
 
 /// The board's serial console.
@@ -87,7 +92,8 @@ pub struct ConsoleSpec {
 pub enum AddressSpec {
     /// Resolve `<short uuid>.local` over mDNS.
     Mdns,
-    /// A fixed address (a DHCP reservation).
+    /// A fixed address (a DHCP reservation): an IP or host name, with `:PORT` when SSH is
+    /// not on 22222 (a forwarded port).
     Fixed(String),
     /// Read it from the console (`ip -4 addr` after login).
     Console,
@@ -161,6 +167,11 @@ impl PowerSpec {
             }
             PowerSpec::Uhubctl { .. } => in_path("uhubctl"),
             PowerSpec::Command { .. } => in_path("sh"),
+            PowerSpec::Qmp { socket } if !socket.exists() => Err(Error::input(format!(
+                "QMP socket {} does not exist",
+                socket.display()
+            ))),
+            PowerSpec::Qmp { .. } => Ok(()),
         }
     }
 
@@ -177,6 +188,7 @@ impl PowerSpec {
                 Box::new(Uhubctl::new(hub, *port))
             }
             PowerSpec::Command { on, off } => Box::new(CommandPower::new(on, off)),
+            PowerSpec::Qmp { socket } => Box::new(QmpPower::connect(socket)?),
         })
     }
 }

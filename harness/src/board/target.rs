@@ -1,0 +1,245 @@
+//! A board on a rig as a [`Target`]: the board flow. Its card is flashed and configured
+//! through the SD muxer while the power is off, its UART feeds the console engine, and its
+//! address comes the way the rig says.
+//!
+//! The flow only sees the roles ([`Media`], [`Power`], [`ConsolePort`](crate::device::ConsolePort))
+//! and an address, so a USB-SD-Mux board and the emulated rig run the same code.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::address;
+use super::card::write_card;
+use super::rig::Rig;
+use super::spec::{in_rig, AddressSpec};
+use crate::config::suite::Capability;
+use crate::console::Console;
+use crate::device::{Media, MuxSide, Power};
+use crate::error::{Context, Error, Result};
+use crate::flash::FlashReport;
+use crate::image::configure::{configure, Change};
+use crate::runner::media::Media as Image;
+use crate::target::Target;
+
+/// A board driven through its rig's hardware.
+pub struct BoardTarget {
+    rig: String,
+    media: Box<dyn Media>,
+    power: Box<dyn Power>,
+    console: Console,
+    address: AddressSpec,
+    image: PathBuf,
+    /// The board's mDNS host name, read from the card's `config.json` after configuring it.
+    mdns_host: Option<String>,
+    /// The address found since the card was last written.
+    found: Option<SocketAddr>,
+    notes: Vec<String>,
+}
+
+impl BoardTarget {
+    /// Opens the rig's drivers and attaches its serial port to `console` (once: a UART stays
+    /// open across power cycles). Missing hardware is bad input, naming the rig.
+    pub fn open(rig: &Rig, image: &Image, console: Console) -> Result<BoardTarget> {
+        let hw = rig.hardware()?;
+        let named = |e| in_rig(&rig.name, e);
+        let media = hw.media.open().map_err(named)?;
+        let power = hw.power.open().map_err(named)?;
+        let port = hw.console.open().map_err(named)?;
+        console.attach(port).map_err(named)?;
+        let notes = vec![
+            format!("media: {}", media.describe()),
+            format!("power: {}", power.describe()),
+            format!(
+                "console: serial port {} at {} baud",
+                hw.console.port.display(),
+                hw.console.baud
+            ),
+            format!("address: {}", describe(&hw.address)),
+        ];
+        Ok(BoardTarget {
+            rig: rig.name.clone(),
+            media,
+            power,
+            console,
+            address: hw.address,
+            image: image.image.clone(),
+            mdns_host: None,
+            found: None,
+            notes,
+        })
+    }
+
+    fn named(&self, e: Error) -> Error {
+        in_rig(&self.rig, e)
+    }
+
+    /// The address if it is known without asking the board.
+    fn known(&self) -> Option<SocketAddr> {
+        match &self.address {
+            AddressSpec::Fixed(spec) => address::fixed(spec).ok(),
+            _ => self.found,
+        }
+    }
+
+    /// Runs `edit` on the card's host device with the card on the host side, then hands the
+    /// card back to the board (also on failure; the edit's error wins).
+    fn on_host(&mut self, edit: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let who = self.media.describe();
+        self.media.switch(MuxSide::Host)?;
+        let edited = self.media.host_device().and_then(|dev| edit(&dev));
+        let back = self.media.switch(MuxSide::Dut);
+        edited.map_err(|e| match e {
+            Error::Infra(m) => Error::Infra(format!("{who}: {m}")),
+            other => other,
+        })?;
+        back
+    }
+}
+
+impl Target for BoardTarget {
+    fn name(&self) -> String {
+        format!("rig {}", self.rig)
+    }
+
+    fn power(&mut self) -> &mut dyn Power {
+        self.power.as_mut()
+    }
+
+    fn console(&self) -> &Console {
+        &self.console
+    }
+
+    fn ssh_addr(&mut self, timeout: Duration) -> Result<SocketAddr> {
+        if let Some(addr) = self.known() {
+            return Ok(addr);
+        }
+        let addr = match &self.address {
+            AddressSpec::Fixed(spec) => address::fixed(spec),
+            AddressSpec::Mdns => {
+                let host = self.mdns_host.clone().ok_or_else(|| {
+                    Error::infra("the board's mDNS name is not known before its card is configured")
+                })?;
+                address::mdns(&host, timeout)
+            }
+            AddressSpec::Console => address::from_console(&self.console, timeout),
+        }
+        .map_err(|e| self.named(e))?;
+        self.found = Some(addr);
+        Ok(addr)
+    }
+
+    fn engine_addr(&self) -> Option<SocketAddr> {
+        match &self.address {
+            // A forwarded SSH port says nothing about where the engine is.
+            AddressSpec::Fixed(spec) if address::has_port(spec) => None,
+            _ => self.known().map(|a| SocketAddr::new(a.ip(), 2375)),
+        }
+    }
+
+    fn host_addr(&self) -> Option<IpAddr> {
+        self.known().and_then(|a| address::local_towards(a.ip()))
+    }
+
+    fn serve_addr(&self) -> IpAddr {
+        self.host_addr()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+
+    fn capabilities(&self) -> Vec<Capability> {
+        match self.address {
+            // The board answered mDNS here, so the harness is on its LAN.
+            AddressSpec::Mdns => vec![Capability::Power, Capability::Lan],
+            _ => vec![Capability::Power],
+        }
+    }
+
+    fn fresh_image(&mut self) -> Result<()> {
+        self.power.off().map_err(|e| self.named(e))?;
+        self.found = None;
+        tracing::info!(
+            "rig {}: flashing {} to {}",
+            self.rig,
+            self.image.display(),
+            self.media.describe()
+        );
+        let report = write_card(
+            self.media.as_mut(),
+            &self.image,
+            &|o| o.cancel = Some(crate::interrupt::requested),
+            &|_| {},
+        )
+        .map_err(|e| in_rig(&self.rig, e))?;
+        tracing::info!("rig {}: {}", self.rig, summary(&report));
+        Ok(())
+    }
+
+    fn configure_image(&mut self, changes: &[Change]) -> Result<()> {
+        self.power.off().map_err(|e| self.named(e))?;
+        self.found = None;
+        let want_host = self.address == AddressSpec::Mdns;
+        let mut host = None;
+        self.on_host(|card| {
+            configure(card, changes)?;
+            if want_host {
+                host = Some(mdns_host(card)?);
+            }
+            Ok(())
+        })
+        .map_err(|e| in_rig(&self.rig, e))?;
+        if host.is_some() {
+            self.mdns_host = host;
+        }
+        tracing::info!(
+            "rig {}: configured the card ({} changes)",
+            self.rig,
+            changes.len()
+        );
+        Ok(())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+}
+
+fn describe(addr: &AddressSpec) -> String {
+    match addr {
+        AddressSpec::Fixed(a) => format!("fixed {a}"),
+        AddressSpec::Mdns => "mDNS (<hostname>.local from config.json)".into(),
+        AddressSpec::Console => "read from the console after login".into(),
+    }
+}
+
+/// One line of figures about a flash.
+fn summary(r: &FlashReport) -> String {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let rate = mib(r.written) / r.write_time.as_secs_f64().max(1e-3);
+    format!(
+        "wrote {:.0} MiB of {:.0} MiB in {} ranges in {:.1}s ({rate:.0} MiB/s){}",
+        mib(r.written),
+        mib(r.image_size),
+        r.ranges,
+        r.write_time.as_secs_f64(),
+        r.verify_time
+            .map(|t| format!(", verified in {:.1}s", t.as_secs_f64()))
+            .unwrap_or_default()
+    )
+}
+
+/// The name a balenaOS board announces over mDNS: `hostname` from the card's `config.json`,
+/// else the first 7 characters of its `uuid`.
+fn mdns_host(card: &Path) -> Result<String> {
+    use crate::image::{bootfs::open_boot, config_json::ConfigJson, partitions::ReadOnly};
+    let mut file =
+        std::fs::File::open(card).infra_ctx(|| format!("cannot open {}", card.display()))?;
+    let boot = open_boot(ReadOnly(&mut file))?;
+    let bytes = boot.read("config.json")?.unwrap_or_else(|| b"{}".to_vec());
+    let config = ConfigJson::parse(&bytes, "config.json")?;
+    let text = |k: &str| config.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    text("hostname")
+        .or_else(|| text("uuid").map(|u| u.chars().take(7).collect()))
+        .ok_or_else(|| {
+            Error::input("address mdns needs `hostname` or `uuid` in config.json to know the name")
+        })
+}

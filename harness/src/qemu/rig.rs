@@ -1,0 +1,77 @@
+//! The emulated rig: QEMU plays a board. Its SD card is a raw image file, its UART a pty, its
+//! power switch QMP; it is started once (paused) and kept running for the whole run. It hands
+//! the board flow ordinary hardware specs, so nothing downstream knows it is QEMU.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use super::{accel::Accel, Disk, Network, QemuMachine, QemuOptions, Serial};
+use crate::board::rig::Hardware;
+use crate::board::spec::{AddressSpec, ConsoleSpec, MediaSpec, PowerSpec};
+use crate::config::machine::Machine;
+use crate::device::Power;
+use crate::error::{Context, Error, Result};
+
+/// The QEMU process behind an emulated rig; dropping it stops QEMU.
+pub struct Emulator {
+    machine: QemuMachine,
+}
+
+impl Emulator {
+    /// Starts QEMU, paused, for `machine` in `dir`, and returns it with the hardware the board
+    /// flow opens: the card file (sized like the machine's disk), the QMP power socket, the
+    /// serial pty and the forwarded SSH address.
+    pub fn start(machine: &Machine, dir: &Path, accel: Accel) -> Result<(Emulator, Hardware)> {
+        let mut spec = machine.qemu.clone().ok_or_else(|| {
+            Error::input(format!(
+                "machine `{}` has no QEMU settings, so no emulated rig can play it",
+                machine.name
+            ))
+        })?;
+        std::fs::create_dir_all(dir).infra_ctx(|| format!("cannot create {}", dir.display()))?;
+        let card = dir.join("card.img");
+        // QEMU fixes the disk's size when it opens the file; the flasher later truncates the
+        // file to the image, and the guest reads zeros past its end, like an erased card.
+        std::fs::File::create(&card)
+            .and_then(|f| f.set_len(u64::from(spec.disk_size_gib) << 30))
+            .infra_ctx(|| format!("cannot create {}", card.display()))?;
+        // A second QMP monitor of its own for the power switch.
+        let power = dir.join("power.sock");
+        let _ = std::fs::remove_file(&power);
+        spec.extra_args.extend([
+            "-qmp".to_string(),
+            format!("unix:{},server=on,wait=off", power.display()),
+        ]);
+        let opts = QemuOptions {
+            spec,
+            base_image: card.clone(),
+            dir: dir.to_path_buf(),
+            accel,
+            network: Network::User,
+            disk: Disk::Raw(card.clone()),
+            serial: Serial::Pty,
+        };
+        let mut machine = QemuMachine::create(opts, None)?;
+        machine.on()?;
+        let pty = machine.pty()?;
+        let ssh: SocketAddr = machine.ssh_addr();
+        let hw = Hardware {
+            media: MediaSpec::File { path: card },
+            power: PowerSpec::Qmp { socket: power },
+            console: ConsoleSpec {
+                port: pty,
+                baud: 115_200,
+            },
+            address: AddressSpec::Fixed(ssh.to_string()),
+        };
+        Ok((Emulator { machine }, hw))
+    }
+
+    /// One line about the emulator for the report.
+    pub fn describe(&self) -> String {
+        format!(
+            "emulated rig: {} playing the board (user network, SSH forwarded)",
+            self.machine.describe()
+        )
+    }
+}
