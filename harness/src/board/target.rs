@@ -243,3 +243,130 @@ fn mdns_host(card: &Path) -> Result<String> {
             Error::input("address mdns needs `hostname` or `uuid` in config.json to know the name")
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::board::spec::{ConsoleSpec, MediaSpec, PowerSpec};
+    use crate::image::partitions::{read_table, TableKind};
+    use crate::image::testimg::make_test_image;
+    use std::collections::BTreeMap;
+
+    /// A board whose card is a file, whose power switch appends to `power.log`, and whose
+    /// UART is a pty nobody answers on.
+    struct Bench {
+        dir: tempfile::TempDir,
+        board: BoardTarget,
+        _uart: std::fs::File,
+    }
+
+    fn bench(address: AddressSpec) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let image = d.join("os.img");
+        make_test_image(&image, TableKind::Msdos).unwrap();
+        let boot = read_table(&mut std::fs::File::open(&image).unwrap())
+            .unwrap()
+            .by_label("resin-boot")
+            .cloned()
+            .unwrap();
+        let (uart, port) = crate::board::serial::tests::pty();
+        let log = d.join("power.log").display().to_string();
+        let rig = Rig {
+            name: "bench".into(),
+            description: "a fake board".into(),
+            machine: "m".into(),
+            emulated: false,
+            media: Some(MediaSpec::File {
+                path: d.join("card.img"),
+            }),
+            power: Some(PowerSpec::Command {
+                on: format!("echo on >> {log}"),
+                off: format!("echo off >> {log}"),
+            }),
+            console: Some(ConsoleSpec {
+                port: port.into(),
+                baud: 115_200,
+            }),
+            address: Some(address),
+            tags: Vec::new(),
+        };
+        let image = Image {
+            image,
+            boot,
+            probe_kernel: None,
+            vars: BTreeMap::new(),
+        };
+        let console = Console::new(&d.join("serial.log")).unwrap();
+        let board = BoardTarget::open(&rig, &image, console).unwrap();
+        Bench {
+            dir,
+            board,
+            _uart: uart,
+        }
+    }
+
+    fn power_log(b: &Bench) -> String {
+        std::fs::read_to_string(b.dir.path().join("power.log")).unwrap_or_default()
+    }
+
+    fn card_config(b: &Bench) -> String {
+        use crate::image::{bootfs::open_boot, partitions::ReadOnly};
+        let mut f = std::fs::File::open(b.dir.path().join("card.img")).unwrap();
+        let boot = open_boot(ReadOnly(&mut f)).unwrap();
+        String::from_utf8(boot.read("config.json").unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn flashes_and_configures_the_card_with_the_power_off() {
+        let mut b = bench(AddressSpec::Fixed("127.0.0.1:2222".into()));
+        assert_eq!(b.board.notes().len(), 4);
+        b.board.fresh_image().unwrap();
+        assert_eq!(
+            std::fs::read(b.dir.path().join("card.img")).unwrap(),
+            std::fs::read(b.dir.path().join("os.img")).unwrap()
+        );
+        b.board
+            .configure_image(&[Change::Set("harnessMark".into(), "1".into())])
+            .unwrap();
+        assert!(card_config(&b).contains("harnessMark"));
+        assert_eq!(power_log(&b), "off\noff\n");
+        b.board.power().on().unwrap();
+        assert_eq!(power_log(&b), "off\noff\non\n");
+    }
+
+    #[test]
+    fn a_fixed_address_with_a_port_is_ssh_only_on_this_host() {
+        let mut b = bench(AddressSpec::Fixed("127.0.0.1:2222".into()));
+        let addr = b.board.ssh_addr(Duration::from_secs(1)).unwrap();
+        assert_eq!(addr.to_string(), "127.0.0.1:2222");
+        assert_eq!(b.board.engine_addr(), None);
+        assert_eq!(b.board.host_addr(), None);
+        assert_eq!(b.board.capabilities(), vec![Capability::Power]);
+    }
+
+    #[test]
+    fn the_mdns_name_comes_from_the_configured_card() {
+        let mut b = bench(AddressSpec::Mdns);
+        assert!(b.board.capabilities().contains(&Capability::Lan));
+        b.board.fresh_image().unwrap();
+        b.board.configure_image(&[]).unwrap();
+        assert_eq!(b.board.mdns_host.as_deref(), Some("balena"));
+        b.board
+            .configure_image(&[
+                Change::Remove("hostname".into()),
+                Change::Set("uuid".into(), "0123456789abcdef".into()),
+            ])
+            .unwrap();
+        assert_eq!(b.board.mdns_host.as_deref(), Some("0123456"));
+    }
+
+    #[test]
+    fn a_missing_image_is_bad_input_naming_the_rig() {
+        let mut b = bench(AddressSpec::Console);
+        std::fs::remove_file(b.dir.path().join("os.img")).unwrap();
+        let err = b.board.fresh_image().unwrap_err();
+        assert!(matches!(err, Error::Input(_)));
+        assert!(err.to_string().starts_with("rig bench: image "), "{err}");
+    }
+}
