@@ -19,7 +19,6 @@ use crate::device::{Media, MuxSide, Power};
 use crate::error::{Context, Error, Result};
 use crate::flash::FlashReport;
 use crate::image::configure::{configure, Change};
-use crate::runner::media::Media as Image;
 use crate::target::Target;
 
 /// A board driven through its rig's hardware.
@@ -39,8 +38,9 @@ pub struct BoardTarget {
 
 impl BoardTarget {
     /// Opens the rig's drivers and attaches its serial port to `console` (once: a UART stays
-    /// open across power cycles). Missing hardware is bad input, naming the rig.
-    pub fn open(rig: &Rig, image: &Image, console: Console) -> Result<BoardTarget> {
+    /// open across power cycles); `image` is the raw image each fresh device gets. Missing
+    /// hardware is bad input, naming the rig.
+    pub fn open(rig: &Rig, image: &Path, console: Console) -> Result<BoardTarget> {
         let hw = rig.hardware()?;
         let named = |e| in_rig(&rig.name, e);
         let media = hw.media.open().map_err(named)?;
@@ -63,7 +63,7 @@ impl BoardTarget {
             power,
             console,
             address: hw.address,
-            image: image.image.clone(),
+            image: image.to_path_buf(),
             mdns_host: None,
             found: None,
             notes,
@@ -248,9 +248,8 @@ fn mdns_host(card: &Path) -> Result<String> {
 mod tests {
     use super::*;
     use crate::board::spec::{ConsoleSpec, MediaSpec, PowerSpec};
-    use crate::image::partitions::{read_table, TableKind};
+    use crate::image::partitions::TableKind;
     use crate::image::testimg::make_test_image;
-    use std::collections::BTreeMap;
 
     /// A board whose card is a file, whose power switch appends to `power.log`, and whose
     /// UART is a pty nobody answers on.
@@ -265,11 +264,6 @@ mod tests {
         let d = dir.path();
         let image = d.join("os.img");
         make_test_image(&image, TableKind::Msdos).unwrap();
-        let boot = read_table(&mut std::fs::File::open(&image).unwrap())
-            .unwrap()
-            .by_label("resin-boot")
-            .cloned()
-            .unwrap();
         let (uart, port) = crate::board::serial::tests::pty();
         let log = d.join("power.log").display().to_string();
         let rig = Rig {
@@ -290,12 +284,6 @@ mod tests {
             }),
             address: Some(address),
             tags: Vec::new(),
-        };
-        let image = Image {
-            image,
-            boot,
-            probe_kernel: None,
-            vars: BTreeMap::new(),
         };
         let console = Console::new(&d.join("serial.log")).unwrap();
         let board = BoardTarget::open(&rig, &image, console).unwrap();

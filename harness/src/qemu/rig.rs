@@ -3,7 +3,7 @@
 //! the board flow ordinary hardware specs, so nothing downstream knows it is QEMU.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{accel::Accel, Disk, Network, QemuMachine, QemuOptions, Serial};
 use crate::board::rig::Hardware;
@@ -15,6 +15,7 @@ use crate::error::{Context, Error, Result};
 /// The QEMU process behind an emulated rig; dropping it stops QEMU.
 pub struct Emulator {
     machine: QemuMachine,
+    card: PathBuf,
 }
 
 impl Emulator {
@@ -56,7 +57,7 @@ impl Emulator {
         let pty = machine.pty()?;
         let ssh: SocketAddr = machine.ssh_addr();
         let hw = Hardware {
-            media: MediaSpec::File { path: card },
+            media: MediaSpec::File { path: card.clone() },
             power: PowerSpec::Qmp { socket: power },
             console: ConsoleSpec {
                 port: pty,
@@ -64,7 +65,15 @@ impl Emulator {
             },
             address: AddressSpec::Fixed(ssh.to_string()),
         };
-        Ok((Emulator { machine }, hw))
+        Ok((Emulator { machine, card }, hw))
+    }
+
+    /// Stops QEMU; `keep` keeps the card file for a post-mortem.
+    pub fn finish(mut self, keep: bool) {
+        let _ = self.machine.off();
+        if !keep {
+            let _ = std::fs::remove_file(&self.card);
+        }
     }
 
     /// One line about the emulator for the report.

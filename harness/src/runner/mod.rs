@@ -116,7 +116,7 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
     // The LAN (if any) must exist before any thread that should live in it. The emulator
     // (if any) outlives the target that drives it.
     let mut notes = Vec::new();
-    let (_emulator, rig) = match rig {
+    let (emulator, rig) = match rig {
         Some(rig) if rig.emulated => {
             let (emulator, hw) = emulate(&plan, &media, &dir, opts, &mut notes)?;
             notes.push(emulator.describe());
@@ -125,7 +125,10 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
         other => (None, other),
     };
     let (mut target, _lan): (Box<dyn Target>, Option<Lan>) = match &rig {
-        Some(rig) => (Box::new(BoardTarget::open(rig, &media, console)?), None),
+        Some(rig) => (
+            Box::new(BoardTarget::open(rig, &media.image, console)?),
+            None,
+        ),
         None => qemu_target(&plan, &media, &dir, opts, console)?,
     };
     notes.extend(target.notes());
@@ -157,6 +160,9 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
         run_suites(&plan, &mut dut, &key.public, opts, &mut reporter, say)?
     };
     target.finish(opts.keep);
+    if let Some(emulator) = emulator {
+        emulator.finish(opts.keep);
+    }
     if interrupted {
         reporter.interrupted()?;
     }
