@@ -163,18 +163,11 @@ impl QemuMachine {
         self.qmp()?.status()
     }
 
-    /// Runs a QMP command on the running machine.
-    pub fn qmp_execute(
-        &mut self,
-        command: &str,
-        arguments: serde_json::Value,
-    ) -> Result<serde_json::Value> {
-        self.qmp()?.execute(command, arguments)
-    }
-
     /// The pty the serial port is on (`/dev/pts/N`), for a running [`Serial::Pty`] machine.
     pub fn pty(&mut self) -> Result<PathBuf> {
-        let chardevs = self.qmp_execute("query-chardev", serde_json::json!({}))?;
+        let chardevs = self
+            .qmp()?
+            .execute("query-chardev", serde_json::json!({}))?;
         chardevs
             .as_array()
             .into_iter()
@@ -372,4 +365,42 @@ pub fn check_base(path: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(disk: Disk, serial: Serial) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let machine = crate::config::machine::load(&root, "qemux86-64").unwrap();
+        let opts = QemuOptions {
+            spec: machine.qemu.unwrap(),
+            base_image: dir.path().join("card.img"),
+            dir: dir.path().to_path_buf(),
+            accel: Accel::Tcg,
+            network: Network::User,
+            disk,
+            serial,
+        };
+        let m = QemuMachine::create(opts, None).unwrap();
+        let cmd = m.command();
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_card_on_a_pty_is_raw_and_starts_paused() {
+        let line = args(Disk::Raw("/r/card.img".into()), Serial::Pty);
+        assert!(line.contains("-drive if=virtio,format=raw,cache=writeback,file=/r/card.img"));
+        assert!(
+            line.contains("-chardev pty,id=ser0 -serial chardev:ser0"),
+            "{line}"
+        );
+        assert!(line.ends_with(" -S"), "{line}");
+        assert!(!line.contains("overlay.qcow2"), "{line}");
+    }
 }
