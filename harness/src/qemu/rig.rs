@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use super::{accel::Accel, Disk, Network, QemuMachine, QemuOptions, Serial};
 use crate::board::rig::Hardware;
 use crate::board::spec::{AddressSpec, ConsoleSpec, MediaSpec, PowerSpec};
-use crate::config::machine::Machine;
+use crate::config::machine::QemuSpec;
 use crate::device::Power;
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 
 /// The QEMU process behind an emulated rig; dropping it stops QEMU.
 pub struct Emulator {
@@ -19,16 +19,11 @@ pub struct Emulator {
 }
 
 impl Emulator {
-    /// Starts QEMU, paused, for `machine` in `dir`, and returns it with the hardware the board
-    /// flow opens: the card file (sized like the machine's disk), the QMP power socket, the
-    /// serial pty and the forwarded SSH address.
-    pub fn start(machine: &Machine, dir: &Path, accel: Accel) -> Result<(Emulator, Hardware)> {
-        let mut spec = machine.qemu.clone().ok_or_else(|| {
-            Error::input(format!(
-                "machine `{}` has no QEMU settings, so no emulated rig can play it",
-                machine.name
-            ))
-        })?;
+    /// Starts QEMU, paused, with the machine's QEMU settings `spec` in `dir`, and returns it
+    /// with the hardware the board flow opens: the card file (sized like the machine's disk),
+    /// the QMP power socket, the serial pty and the forwarded SSH address.
+    pub fn start(spec: &QemuSpec, dir: &Path, accel: Accel) -> Result<(Emulator, Hardware)> {
+        let mut spec = spec.clone();
         std::fs::create_dir_all(dir).infra_ctx(|| format!("cannot create {}", dir.display()))?;
         let card = dir.join("card.img");
         // QEMU fixes the disk's size when it opens the file; the flasher later truncates the

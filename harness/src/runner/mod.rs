@@ -183,13 +183,14 @@ fn emulate(
     opts: &RunOptions,
     notes: &mut Vec<String>,
 ) -> Result<(Emulator, crate::board::rig::Hardware)> {
-    let binary = plan
-        .machine
-        .qemu
-        .as_ref()
-        .map_or("qemu-system-x86_64", |q| q.binary.as_str());
-    let accel = choose_accel(binary, media, opts, &mut |l| notes.push(l));
-    Emulator::start(&plan.machine, &dir.join("rig"), accel)
+    let spec = plan.machine.qemu.as_ref().ok_or_else(|| {
+        Error::input(format!(
+            "machine `{}` has no QEMU settings, so no emulated rig can play it",
+            plan.machine.name
+        ))
+    })?;
+    let accel = choose_accel(&spec.binary, media, opts, &mut |l| notes.push(l));
+    Emulator::start(spec, &dir.join("rig"), accel)
 }
 
 /// The accelerator: forced by `--accel`, else probed.
