@@ -97,6 +97,19 @@ pub enum AddressSpec {
     Fixed(String),
     /// Read it from the console (`ip -4 addr` after login).
     Console,
+    /// Ports forwarded to the board through NAT (a board behind a router, or the emulated
+    /// rig's user network).
+    Forwarded {
+        /// Where its SSH port (22222) is reached, `HOST:PORT`.
+        ssh: String,
+        /// Where its engine's API (2375) is reached, `HOST:PORT`, if forwarded.
+        #[serde(default)]
+        engine: Option<String>,
+        /// The harness's address as the board sees it (the NAT's inside address), so the
+        /// board can reach servers the harness runs.
+        #[serde(default)]
+        host_ip: Option<std::net::IpAddr>,
+    },
 }
 
 fn default_baud() -> u32 {
@@ -279,6 +292,24 @@ mod tests {
         assert!(matches!(hw.media, MediaSpec::Sdwire { .. }));
         assert!(matches!(hw.power, PowerSpec::Uhubctl { port: 2, .. }));
         assert_eq!(hw.console.baud, 921_600);
+    }
+
+    #[test]
+    fn parses_each_address() {
+        let parse = |t: &str| serde_saphyr::from_str::<AddressSpec>(t).unwrap();
+        assert_eq!(parse("mdns"), AddressSpec::Mdns);
+        assert_eq!(
+            parse("fixed: 10.0.0.7"),
+            AddressSpec::Fixed("10.0.0.7".into())
+        );
+        assert_eq!(
+            parse("forwarded:\n  ssh: 127.0.0.1:2222\n  host_ip: 10.0.2.2\n"),
+            AddressSpec::Forwarded {
+                ssh: "127.0.0.1:2222".into(),
+                engine: None,
+                host_ip: Some("10.0.2.2".parse().unwrap())
+            }
+        );
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl BoardTarget {
     /// The address if it is known without asking the board.
     fn known(&self) -> Option<SocketAddr> {
         match &self.address {
-            AddressSpec::Fixed(spec) => address::fixed(spec).ok(),
+            AddressSpec::Fixed(spec) | AddressSpec::Forwarded { ssh: spec, .. } => {
+                address::fixed(spec).ok()
+            }
             _ => self.found,
         }
     }
@@ -115,7 +117,9 @@ impl Target for BoardTarget {
             return Ok(addr);
         }
         let addr = match &self.address {
-            AddressSpec::Fixed(spec) => address::fixed(spec),
+            AddressSpec::Fixed(spec) | AddressSpec::Forwarded { ssh: spec, .. } => {
+                address::fixed(spec)
+            }
             AddressSpec::Mdns => {
                 let host = self.mdns_host.clone().ok_or_else(|| {
                     Error::infra("the board's mDNS name is not known before its card is configured")
@@ -131,19 +135,32 @@ impl Target for BoardTarget {
 
     fn engine_addr(&self) -> Option<SocketAddr> {
         match &self.address {
-            // A forwarded SSH port says nothing about where the engine is.
+            AddressSpec::Forwarded { engine, .. } => {
+                engine.as_deref().and_then(|e| address::fixed(e).ok())
+            }
+            // A non-standard SSH port says nothing about where the engine is.
             AddressSpec::Fixed(spec) if address::has_port(spec) => None,
             _ => self.known().map(|a| SocketAddr::new(a.ip(), 2375)),
         }
     }
 
     fn host_addr(&self) -> Option<IpAddr> {
-        self.known().and_then(|a| address::local_towards(a.ip()))
+        match &self.address {
+            AddressSpec::Forwarded { host_ip, .. } => *host_ip,
+            _ => self.known().and_then(|a| address::local_towards(a.ip())),
+        }
     }
 
     fn serve_addr(&self) -> IpAddr {
-        self.host_addr()
-            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+        match (&self.address, self.known()) {
+            // The NAT hands the board's connections to the forwarding host: this one, when
+            // the forwarded ports are on loopback.
+            (AddressSpec::Forwarded { .. }, Some(a)) if a.ip().is_loopback() => a.ip(),
+            (AddressSpec::Forwarded { .. }, _) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            _ => self
+                .host_addr()
+                .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        }
     }
 
     fn capabilities(&self) -> Vec<Capability> {
@@ -208,6 +225,15 @@ fn describe(addr: &AddressSpec) -> String {
         AddressSpec::Fixed(a) => format!("fixed {a}"),
         AddressSpec::Mdns => "mDNS (<hostname>.local from config.json)".into(),
         AddressSpec::Console => "read from the console after login".into(),
+        AddressSpec::Forwarded {
+            ssh,
+            engine,
+            host_ip,
+        } => format!(
+            "forwarded: SSH at {ssh}, engine at {}, harness seen as {}",
+            engine.as_deref().unwrap_or("none"),
+            host_ip.map_or("unknown".into(), |ip| ip.to_string())
+        ),
     }
 }
 
@@ -331,6 +357,20 @@ mod tests {
         assert_eq!(b.board.engine_addr(), None);
         assert_eq!(b.board.host_addr(), None);
         assert_eq!(b.board.capabilities(), vec![Capability::Power]);
+    }
+
+    #[test]
+    fn forwarded_ports_give_ssh_engine_and_the_harness_as_the_board_sees_it() {
+        let mut b = bench(AddressSpec::Forwarded {
+            ssh: "127.0.0.1:2222".into(),
+            engine: Some("127.0.0.1:2375".into()),
+            host_ip: Some("10.0.2.2".parse().unwrap()),
+        });
+        let ssh = b.board.ssh_addr(Duration::from_secs(1)).unwrap();
+        assert_eq!(ssh.to_string(), "127.0.0.1:2222");
+        assert_eq!(b.board.engine_addr().unwrap().to_string(), "127.0.0.1:2375");
+        assert_eq!(b.board.host_addr(), Some("10.0.2.2".parse().unwrap()));
+        assert_eq!(b.board.serve_addr(), IpAddr::from([127, 0, 0, 1]));
     }
 
     #[test]

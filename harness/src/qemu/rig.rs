@@ -2,7 +2,7 @@
 //! power switch QMP; it is started once (paused) and kept running for the whole run. It hands
 //! the board flow ordinary hardware specs, so nothing downstream knows it is QEMU.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use super::{accel::Accel, Disk, Network, QemuMachine, QemuOptions, Serial};
@@ -21,7 +21,7 @@ pub struct Emulator {
 impl Emulator {
     /// Starts QEMU, paused, with the machine's QEMU settings `spec` in `dir`, and returns it
     /// with the hardware the board flow opens: the card file (sized like the machine's disk),
-    /// the QMP power socket, the serial pty and the forwarded SSH address.
+    /// the QMP power socket, the serial pty and the forwarded ports.
     pub fn start(spec: &QemuSpec, dir: &Path, accel: Accel) -> Result<(Emulator, Hardware)> {
         let mut spec = spec.clone();
         std::fs::create_dir_all(dir).infra_ctx(|| format!("cannot create {}", dir.display()))?;
@@ -50,7 +50,6 @@ impl Emulator {
         let mut machine = QemuMachine::create(opts, None)?;
         machine.on()?;
         let pty = machine.pty()?;
-        let ssh: SocketAddr = machine.ssh_addr();
         let hw = Hardware {
             media: MediaSpec::File { path: card.clone() },
             power: PowerSpec::Qmp { socket: power },
@@ -58,7 +57,12 @@ impl Emulator {
                 port: pty,
                 baud: 115_200,
             },
-            address: AddressSpec::Fixed(ssh.to_string()),
+            // User networking: the guest reaches the host's loopback at its gateway.
+            address: AddressSpec::Forwarded {
+                ssh: machine.ssh_addr().to_string(),
+                engine: Some(machine.engine_addr().to_string()),
+                host_ip: Some(IpAddr::V4(Ipv4Addr::new(10, 0, 2, 2))),
+            },
         };
         Ok((Emulator { machine, card }, hw))
     }
