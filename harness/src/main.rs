@@ -14,8 +14,14 @@ fn main() {
         std::process::exit(exit_code::INFRASTRUCTURE);
     }));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HARNESS_LOG"))
+        .with_env_filter(
+            // By default only errors, and the board flow's one line per phase (flash figures).
+            tracing_subscriber::EnvFilter::try_from_env("HARNESS_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("error,harness::board=info")
+            }),
+        )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     let code = match dispatch(cli) {
@@ -64,11 +70,7 @@ fn rigs() -> Result<i32> {
     let root = paths::project_root()?;
     let mut missing = 0;
     for rig in harness::board::rig::list(&root)? {
-        let check = rig
-            .media
-            .check()
-            .and_then(|_| rig.power.check())
-            .and_then(|_| rig.console.check());
+        let check = rig.check();
         let state = match &check {
             Ok(()) => "ready".to_string(),
             Err(e) => {

@@ -92,13 +92,13 @@ impl ConsolePort for SerialConsole {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::fs::File;
     use std::os::fd::FromRawFd;
 
     /// A real pseudo-terminal: (master, slave path).
-    fn pty() -> (File, String) {
+    pub(crate) fn pty() -> (File, String) {
         let (mut master, mut slave) = (0, 0);
         let mut name = [0 as libc::c_char; 128];
         // SAFETY: openpty fills the two fds and the name buffer (128 bytes is enough).

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::device::{ConsolePort, Media, Power};
 use crate::error::{Error, Result};
 
-use super::{CommandPower, FileMedia, Relay, SdWire, SerialConsole, Uhubctl, UsbSdMux};
+use super::{CommandPower, FileMedia, QmpPower, Relay, SdWire, SerialConsole, Uhubctl, UsbSdMux};
 
 /// How the board's storage is switched between host and board.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -68,6 +68,11 @@ pub enum PowerSpec {
         /// Turns it off.
         off: String,
     },
+    /// A QEMU's run state through its QMP socket (the emulated rig).
+    Qmp {
+        /// The QMP socket.
+        socket: PathBuf,
+    },
 }
 
 /// The board's serial console.
@@ -87,10 +92,24 @@ pub struct ConsoleSpec {
 pub enum AddressSpec {
     /// Resolve `<short uuid>.local` over mDNS.
     Mdns,
-    /// A fixed address (a DHCP reservation).
+    /// A fixed address (a DHCP reservation): an IP or host name, with `:PORT` when SSH is
+    /// not on 22222 (a forwarded port).
     Fixed(String),
     /// Read it from the console (`ip -4 addr` after login).
     Console,
+    /// Ports forwarded to the board through NAT (a board behind a router, or the emulated
+    /// rig's user network).
+    Forwarded {
+        /// Where its SSH port (22222) is reached, `HOST:PORT`.
+        ssh: String,
+        /// Where its engine's API (2375) is reached, `HOST:PORT`, if forwarded.
+        #[serde(default)]
+        engine: Option<String>,
+        /// The harness's address as the board sees it (the NAT's inside address), so the
+        /// board can reach servers the harness runs.
+        #[serde(default)]
+        host_ip: Option<std::net::IpAddr>,
+    },
 }
 
 fn default_baud() -> u32 {
@@ -161,6 +180,11 @@ impl PowerSpec {
             }
             PowerSpec::Uhubctl { .. } => in_path("uhubctl"),
             PowerSpec::Command { .. } => in_path("sh"),
+            PowerSpec::Qmp { socket } if !socket.exists() => Err(Error::input(format!(
+                "QMP socket {} does not exist",
+                socket.display()
+            ))),
+            PowerSpec::Qmp { .. } => Ok(()),
         }
     }
 
@@ -177,6 +201,7 @@ impl PowerSpec {
                 Box::new(Uhubctl::new(hub, *port))
             }
             PowerSpec::Command { on, off } => Box::new(CommandPower::new(on, off)),
+            PowerSpec::Qmp { socket } => Box::new(QmpPower::connect(socket)?),
         })
     }
 }
@@ -267,6 +292,24 @@ mod tests {
         assert!(matches!(hw.media, MediaSpec::Sdwire { .. }));
         assert!(matches!(hw.power, PowerSpec::Uhubctl { port: 2, .. }));
         assert_eq!(hw.console.baud, 921_600);
+    }
+
+    #[test]
+    fn parses_each_address() {
+        let parse = |t: &str| serde_saphyr::from_str::<AddressSpec>(t).unwrap();
+        assert_eq!(parse("mdns"), AddressSpec::Mdns);
+        assert_eq!(
+            parse("fixed: 10.0.0.7"),
+            AddressSpec::Fixed("10.0.0.7".into())
+        );
+        assert_eq!(
+            parse("forwarded:\n  ssh: 127.0.0.1:2222\n  host_ip: 10.0.2.2\n"),
+            AddressSpec::Forwarded {
+                ssh: "127.0.0.1:2222".into(),
+                engine: None,
+                host_ip: Some("10.0.2.2".parse().unwrap())
+            }
+        );
     }
 
     #[test]

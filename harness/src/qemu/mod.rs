@@ -4,10 +4,14 @@
 //! Power off is a hard stop of QEMU (the guest gets no warning, as with a pulled plug); power
 //! on starts QEMU again on the same overlay and UEFI variables, so the disk keeps what the
 //! guest wrote.
+//!
+//! The emulated rig ([`rig`]) runs the same machine differently: its disk is a raw card file,
+//! its serial port a pty, and it stays up for the whole run while QMP plays the power switch.
 
 pub mod accel;
 pub mod overlay;
 pub mod qmp;
+pub mod rig;
 pub mod target;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -32,6 +36,26 @@ pub enum Network {
     Lan(Vec<(String, String)>),
 }
 
+/// What the guest's disk is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disk {
+    /// A copy-on-write overlay over [`QemuOptions::base_image`], sized by the machine.
+    Overlay,
+    /// A raw file used as is (the emulated rig's card). Raw has no QEMU-side cache, so what
+    /// another process writes there while the guest is stopped is what it reads after a reset.
+    Raw(PathBuf),
+}
+
+/// Where the guest's serial port goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serial {
+    /// A unix socket QEMU waits on, attached to the machine's console engine.
+    Socket,
+    /// A pseudo-terminal (`/dev/pts/N`, see [`QemuMachine::pty`]) for whoever opens it. A pty
+    /// drops output while nobody holds it open, so QEMU starts paused (`-S`) until `cont`.
+    Pty,
+}
+
 /// Everything needed to run one QEMU machine.
 #[derive(Debug, Clone)]
 pub struct QemuOptions {
@@ -45,12 +69,16 @@ pub struct QemuOptions {
     pub accel: Accel,
     /// The network.
     pub network: Network,
+    /// The guest's disk.
+    pub disk: Disk,
+    /// The guest's serial port.
+    pub serial: Serial,
 }
 
 /// A running (or powered-off) QEMU machine.
 pub struct QemuMachine {
     opts: QemuOptions,
-    console: Console,
+    console: Option<Console>,
     ssh_port: u16,
     engine_port: u16,
     child: Option<Child>,
@@ -58,9 +86,10 @@ pub struct QemuMachine {
 }
 
 impl QemuMachine {
-    /// Prepares a machine: a copy-on-write overlay over the base image and a fresh copy of the
-    /// UEFI variables. It starts powered off.
-    pub fn create(opts: QemuOptions, console: Console) -> Result<QemuMachine> {
+    /// Prepares a machine: a copy-on-write overlay over the base image (for [`Disk::Overlay`])
+    /// and a fresh copy of the UEFI variables. It starts powered off. `console` receives a
+    /// [`Serial::Socket`] port on each start.
+    pub fn create(opts: QemuOptions, console: Option<Console>) -> Result<QemuMachine> {
         std::fs::create_dir_all(&opts.dir)
             .infra_ctx(|| format!("cannot create {}", opts.dir.display()))?;
         let firmware = &opts.spec.firmware;
@@ -74,11 +103,13 @@ impl QemuMachine {
         }
         std::fs::copy(&firmware.vars, opts.dir.join("vars.fd"))
             .infra_ctx(|| format!("cannot copy {}", firmware.vars.display()))?;
-        overlay::create(
-            &opts.base_image,
-            &opts.dir.join("overlay.qcow2"),
-            opts.spec.disk_size_gib,
-        )?;
+        if opts.disk == Disk::Overlay {
+            overlay::create(
+                &opts.base_image,
+                &opts.dir.join("overlay.qcow2"),
+                opts.spec.disk_size_gib,
+            )?;
+        }
         Ok(QemuMachine {
             ssh_port: free_port()?,
             engine_port: free_port()?,
@@ -132,6 +163,25 @@ impl QemuMachine {
         self.qmp()?.status()
     }
 
+    /// The pty the serial port is on (`/dev/pts/N`), for a running [`Serial::Pty`] machine.
+    pub fn pty(&mut self) -> Result<PathBuf> {
+        let chardevs = self
+            .qmp()?
+            .execute("query-chardev", serde_json::json!({}))?;
+        chardevs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["label"] == "ser0")
+            .and_then(|c| c["filename"].as_str()?.strip_prefix("pty:"))
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                Error::infra(format!(
+                    "QEMU reported no pty for its serial port: {chardevs}"
+                ))
+            })
+    }
+
     fn qmp(&mut self) -> Result<&mut Qmp> {
         self.qmp
             .as_mut()
@@ -178,20 +228,30 @@ impl QemuMachine {
                 dir.join("vars.fd").display()
             ))
             .arg("-drive")
-            .arg(format!(
-                "if=virtio,format=qcow2,cache=unsafe,file={}",
-                self.overlay().display()
-            ))
+            .arg(match &o.disk {
+                Disk::Overlay => format!(
+                    "if=virtio,format=qcow2,cache=unsafe,file={}",
+                    self.overlay().display()
+                ),
+                // Writeback goes through the host's page cache, which the flasher shares.
+                Disk::Raw(card) => format!(
+                    "if=virtio,format=raw,cache=writeback,file={}",
+                    card.display()
+                ),
+            })
             .args(
                 nics.iter()
                     .flat_map(|(netdev, device)| ["-netdev", netdev, "-device", device]),
             )
             .args(["-device", "virtio-rng-pci"])
             .arg("-chardev")
-            .arg(format!(
-                "socket,id=ser0,path={},server=on,wait=on",
-                dir.join("serial.sock").display()
-            ))
+            .arg(match o.serial {
+                Serial::Socket => format!(
+                    "socket,id=ser0,path={},server=on,wait=on",
+                    dir.join("serial.sock").display()
+                ),
+                Serial::Pty => "pty,id=ser0".to_string(),
+            })
             .args(["-serial", "chardev:ser0"])
             .arg("-qmp")
             .arg(format!(
@@ -199,6 +259,9 @@ impl QemuMachine {
                 dir.join("qmp.sock").display()
             ))
             .args(&s.extra_args);
+        if o.serial == Serial::Pty {
+            cmd.arg("-S");
+        }
         cmd
     }
 
@@ -217,14 +280,16 @@ impl QemuMachine {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
         let mut child = Child::spawn(cmd, &self.opts.spec.binary)?;
-        // QEMU waits for the serial client before it runs the guest, so no output is lost.
-        let serial = qmp::connect_unix(
-            &dir.join("serial.sock"),
-            Duration::from_secs(20),
-            "QEMU's serial socket",
-        )
-        .map_err(|e| self.explain_exit(&mut child, e))?;
-        self.console.attach(Box::new(serial))?;
+        if let (Serial::Socket, Some(console)) = (self.opts.serial, &self.console) {
+            // QEMU waits for the serial client before it runs the guest, so no output is lost.
+            let serial = qmp::connect_unix(
+                &dir.join("serial.sock"),
+                Duration::from_secs(20),
+                "QEMU's serial socket",
+            )
+            .map_err(|e| self.explain_exit(&mut child, e))?;
+            console.attach(Box::new(serial))?;
+        }
         let qmp = Qmp::connect(&dir.join("qmp.sock"), Duration::from_secs(20))
             .map_err(|e| self.explain_exit(&mut child, e))?;
         self.child = Some(child);
@@ -256,7 +321,9 @@ impl QemuMachine {
                 child.kill();
             }
         }
-        self.console.detach();
+        if let Some(console) = &self.console {
+            console.detach();
+        }
         Ok(())
     }
 }
@@ -298,4 +365,42 @@ pub fn check_base(path: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(disk: Disk, serial: Serial) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let machine = crate::config::machine::load(&root, "qemux86-64").unwrap();
+        let opts = QemuOptions {
+            spec: machine.qemu.unwrap(),
+            base_image: dir.path().join("card.img"),
+            dir: dir.path().to_path_buf(),
+            accel: Accel::Tcg,
+            network: Network::User,
+            disk,
+            serial,
+        };
+        let m = QemuMachine::create(opts, None).unwrap();
+        let cmd = m.command();
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_card_on_a_pty_is_raw_and_starts_paused() {
+        let line = args(Disk::Raw("/r/card.img".into()), Serial::Pty);
+        assert!(line.contains("-drive if=virtio,format=raw,cache=writeback,file=/r/card.img"));
+        assert!(
+            line.contains("-chardev pty,id=ser0 -serial chardev:ser0"),
+            "{line}"
+        );
+        assert!(line.ends_with(" -S"), "{line}");
+        assert!(!line.contains("overlay.qcow2"), "{line}");
+    }
 }

@@ -33,7 +33,7 @@ impl QemuTarget {
         boot: Partition,
         notes: Vec<String>,
     ) -> Result<QemuTarget> {
-        let machine = QemuMachine::create(opts.clone(), console.clone())?;
+        let machine = QemuMachine::create(opts.clone(), Some(console.clone()))?;
         Ok(QemuTarget {
             name: name.to_string(),
             machine,
@@ -95,7 +95,7 @@ impl Target for QemuTarget {
 
     fn fresh_image(&mut self) -> Result<()> {
         self.machine.off()?;
-        self.machine = QemuMachine::create(self.opts.clone(), self.console.clone())?;
+        self.machine = QemuMachine::create(self.opts.clone(), Some(self.console.clone()))?;
         Ok(())
     }
 

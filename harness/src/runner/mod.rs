@@ -14,14 +14,16 @@ pub mod steps;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::board::BoardTarget;
 use crate::config::suite::Capability;
 use crate::console::Console;
 use crate::error::{Context, Error, Result};
 use crate::image::configure::Change;
 use crate::lan::{self, Lan};
 use crate::qemu::accel::{self, Accel};
+use crate::qemu::rig::Emulator;
 use crate::qemu::target::QemuTarget;
-use crate::qemu::{Network, QemuOptions};
+use crate::qemu::{Disk, Network, QemuOptions, Serial};
 use crate::report::{Counts, Outcome, Reporter, RunInfo, TestResult};
 use crate::target::Target;
 use dut::Dut;
@@ -94,6 +96,11 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
         .as_deref()
         .map(|name| crate::board::rig::load(root, name))
         .transpose()?;
+    if let Some(rig) = &rig {
+        // Missing hardware is bad input, found before anything is built or flashed.
+        rig.check()
+            .map_err(|e| crate::board::spec::in_rig(&rig.name, e))?;
+    }
     let machine = rig
         .as_ref()
         .map_or(opts.machine.as_str(), |r| r.machine.as_str());
@@ -106,18 +113,25 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
     let media = media::prepare(root, &plan.machine, opts.image.as_deref(), &dir, say)?;
     let key = keys::generate(&dir)?;
     let console = Console::new(&dir.join("serial.log"))?;
-    // The LAN (if any) must exist before any thread that should live in it.
-    let (mut target, _lan): (Box<dyn Target>, Option<Lan>) = match &rig {
-        Some(rig) => {
-            let _ = console;
-            return Err(Error::input(format!(
-                "rig {}: the board flow is not wired yet",
-                rig.name
-            )));
+    // The LAN (if any) must exist before any thread that should live in it. The emulator
+    // (if any) outlives the target that drives it.
+    let mut notes = Vec::new();
+    let (emulator, rig) = match rig {
+        Some(rig) if rig.emulated => {
+            let (emulator, hw) = emulate(&plan, &media, &dir, opts, &mut notes)?;
+            notes.push(emulator.describe());
+            (Some(emulator), Some(rig.with_hardware(hw)))
         }
+        other => (None, other),
+    };
+    let (mut target, _lan): (Box<dyn Target>, Option<Lan>) = match &rig {
+        Some(rig) => (
+            Box::new(BoardTarget::open(rig, &media.image, console)?),
+            None,
+        ),
         None => qemu_target(&plan, &media, &dir, opts, console)?,
     };
-    let notes = target.notes();
+    notes.extend(target.notes());
     for n in &notes {
         say(n);
     }
@@ -146,6 +160,9 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
         run_suites(&plan, &mut dut, &key.public, opts, &mut reporter, say)?
     };
     target.finish(opts.keep);
+    if let Some(emulator) = emulator {
+        emulator.finish(opts.keep);
+    }
     if interrupted {
         reporter.interrupted()?;
     }
@@ -156,6 +173,40 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
         interrupted,
         duration: started.elapsed(),
     })
+}
+
+/// Starts the QEMU that plays the board of an emulated rig.
+fn emulate(
+    plan: &Plan,
+    media: &media::Media,
+    dir: &Path,
+    opts: &RunOptions,
+    notes: &mut Vec<String>,
+) -> Result<(Emulator, crate::board::rig::Hardware)> {
+    let spec = plan.machine.qemu.as_ref().ok_or_else(|| {
+        Error::input(format!(
+            "machine `{}` has no QEMU settings, so no emulated rig can play it",
+            plan.machine.name
+        ))
+    })?;
+    let accel = choose_accel(&spec.binary, media, opts, &mut |l| notes.push(l));
+    Emulator::start(spec, &dir.join("rig"), accel)
+}
+
+/// The accelerator: forced by `--accel`, else probed.
+fn choose_accel(
+    binary: &str,
+    media: &media::Media,
+    opts: &RunOptions,
+    note: &mut dyn FnMut(String),
+) -> Accel {
+    match opts.accel {
+        Some(a) => {
+            note(format!("accelerator: {} (forced)", a.qemu_name()));
+            a
+        }
+        None => accel::choose(binary, media.probe_kernel.as_deref(), note),
+    }
 }
 
 /// A QEMU machine for the plan's machine type, on the private LAN when the harness may make
@@ -174,15 +225,7 @@ fn qemu_target(
         ))
     })?;
     let mut notes = Vec::new();
-    let accel = match opts.accel {
-        Some(a) => {
-            notes.push(format!("accelerator: {} (forced)", a.qemu_name()));
-            a
-        }
-        None => accel::choose(&spec.binary, media.probe_kernel.as_deref(), &mut |l| {
-            notes.push(l)
-        }),
-    };
+    let accel = choose_accel(&spec.binary, media, opts, &mut |l| notes.push(l));
     let (network, lan) = network(dir, &mut notes)?;
     let target = QemuTarget::new(
         &plan.machine.name,
@@ -192,6 +235,8 @@ fn qemu_target(
             dir: dir.join("qemu"),
             accel,
             network,
+            disk: Disk::Overlay,
+            serial: Serial::Socket,
         },
         console,
         media.boot.clone(),

@@ -1,0 +1,158 @@
+//! End to end on the emulated rig: QEMU plays a board, and the board flow (flash through the
+//! card's muxer, verify, power, serial console, SSH) runs exactly as on hardware. Needs the
+//! reference image (`scripts/setup` builds it). Plus the rig's bad input: exit 2, one line.
+
+mod common;
+
+use std::path::Path;
+
+use common::{assert_valid_junit, harness, qemu_pids_mentioning, stderr, QEMU};
+
+fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn smoke_suite_passes_on_the_emulated_rig() {
+    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let out = harness()
+        .args(["run", "--rig", "emulated", "suite/smoke", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_valid_junit(&dir.path().join("junit.xml"));
+    let s = summary(dir.path());
+    assert_eq!(s["counts"]["passed"], 3, "{s}");
+    assert_eq!(s["run"]["target"], "rig-emulated", "{s}");
+    // The board flow went through the ordinary drivers: a card file, QMP, a pty UART.
+    let notes = s["run"]["notes"].to_string();
+    for driver in [
+        "media: image file ",
+        "power: QEMU run state over QMP ",
+        "/dev/pts/",
+    ] {
+        assert!(notes.contains(driver), "{driver} not in {notes}");
+    }
+    assert!(err.contains(", verified in "), "no flash figures: {err}");
+    let serial = std::fs::read_to_string(dir.path().join("serial.log")).unwrap();
+    assert!(
+        serial.contains("Linux version"),
+        "the kernel's boot lines are in serial.log"
+    );
+    assert!(
+        qemu_pids_mentioning(&dir.path().to_string_lossy()).is_empty(),
+        "the emulator outlived the run"
+    );
+}
+
+/// Writes a suite of one test (`steps` in YAML) under `dir/name`.
+fn suite(dir: &Path, name: &str, steps: &str) -> String {
+    let d = dir.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(
+        d.join("suite.yaml"),
+        "description: board flow\nconfig:\n  developmentMode: true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("t.yaml"),
+        format!("description: board flow\ntimeout: 900\nsteps:\n{steps}"),
+    )
+    .unwrap();
+    d.to_string_lossy().into_owned()
+}
+
+#[test]
+fn a_second_flash_power_cycles_and_image_configuration_reach_the_running_emulator() {
+    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let first = suite(
+        dir.path(),
+        "first",
+        "  - ssh: {run: 'touch /mnt/data/harness-marker && sync', status: 0}\n\
+         \x20 - power_cycle: {}\n\
+         \x20 - ssh: {run: 'test -e /mnt/data/harness-marker', status: 0}\n\
+         \x20 - configure: {set: {harnessMark: flashed}, on: image}\n\
+         \x20 - ssh: {run: 'grep -c harnessMark /mnt/boot/config.json', output: '^1$'}\n",
+    );
+    // A fresh suite: the card is flashed again while QEMU holds it open, paused.
+    let second = suite(
+        dir.path(),
+        "second",
+        "  - ssh: {run: 'test ! -e /mnt/data/harness-marker && ! grep -q harnessMark /mnt/boot/config.json', status: 0}\n",
+    );
+    let out_dir = dir.path().join("out");
+    let out = harness()
+        .args(["run", "--rig", "emulated", &first, &second, "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(summary(&out_dir)["counts"]["passed"], 2);
+    assert_eq!(err.matches(", verified in ").count(), 2, "{err}");
+}
+
+/// A project root with the machines, the smoke suite and one rig file `rig`.
+fn root_with_rig(rig: &str, yaml: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = common::root();
+    for sub in ["machines", "suites/smoke", "rigs"] {
+        std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+    }
+    for sub in ["machines", "suites/smoke"] {
+        for e in std::fs::read_dir(src.join(sub)).unwrap() {
+            let p = e.unwrap().path();
+            std::fs::copy(&p, dir.path().join(sub).join(p.file_name().unwrap())).unwrap();
+        }
+    }
+    let card = dir.path().join("card.img");
+    let yaml = yaml.replace("CARD", card.to_str().unwrap());
+    std::fs::write(
+        dir.path().join("rigs").join(format!("{rig}.yaml")),
+        format!("name: {rig}\ndescription: a rig for a test\nmachine: qemux86-64\n{yaml}"),
+    )
+    .unwrap();
+    dir
+}
+
+fn assert_rig_bad_input(rig: &str, yaml: &str, expect: &str) {
+    let root = root_with_rig(rig, yaml);
+    let out = harness()
+        .env("HARNESS_ROOT", root.path())
+        .args(["run", "--rig", rig, "suite/smoke", "--out"])
+        .arg(root.path().join("out"))
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "more than one line: {err}");
+    assert_eq!(err.trim_end(), format!("harness: error: {expect}"));
+}
+
+#[test]
+fn a_rig_naming_a_missing_serial_port_is_bad_input() {
+    assert_rig_bad_input(
+        "noserial",
+        "media: {file: {path: CARD}}\n\
+         power: {command: {on: 'true', off: 'true'}}\n\
+         console: {port: /dev/ttyUSB77}\n\
+         address: {fixed: 192.0.2.1}\n",
+        "rig noserial: serial port /dev/ttyUSB77 does not exist",
+    );
+}
+
+#[test]
+fn a_rig_naming_a_missing_gpio_chip_is_bad_input() {
+    assert_rig_bad_input(
+        "nogpio",
+        "media: {file: {path: CARD}}\n\
+         power: {gpio: {chip: gpiochip77, line: 17}}\n\
+         console: {port: /dev/null}\n\
+         address: mdns\n",
+        "rig nogpio: gpio chip gpiochip77 does not exist",
+    );
+}
