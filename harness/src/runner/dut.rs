@@ -125,7 +125,10 @@ impl<'t> Dut<'t> {
     fn check_panics(&self, from: usize) -> Result<()> {
         let console = self.target.console();
         let text = console.text_between(from, console.position());
-        let panics: Vec<&str> = text.lines().filter(|l| l.contains("Kernel panic")).collect();
+        let panics: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("Kernel panic"))
+            .collect();
         if panics.len() >= PANIC_LIMIT {
             return Err(Error::failed(format!(
                 "the device panicked {} times while booting, in a loop: {}",
