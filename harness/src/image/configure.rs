@@ -45,45 +45,6 @@ pub fn configure(path: &Path, changes: &[Change]) -> Result<()> {
         .infra_ctx(|| format!("cannot write image {shown}"))
 }
 
-/// The writes that would apply `changes` to the raw image at `path`, without touching it:
-/// `(offset in the disk, bytes)` for each changed run of `chunk`-byte blocks of `resin-boot`.
-///
-/// For copy-on-write overlays (QEMU's qcow2): write these into the overlay, never the image.
-pub fn boot_overlay_writes(
-    path: &Path,
-    changes: &[Change],
-    chunk: usize,
-) -> Result<Vec<(u64, Vec<u8>)>> {
-    let shown = path.display();
-    if Packing::of(path) != Packing::Raw {
-        return Err(Error::input(format!(
-            "{shown}: packed image; unpack it first (see unpack_to)"
-        )));
-    }
-    let at = super::at(path);
-    let mut file = File::open(path).input_ctx(|| format!("cannot open image {shown}"))?;
-    let part = {
-        let boot = open_boot(super::partitions::ReadOnly(&mut file)).map_err(&at)?;
-        boot.partition().cloned()
-    }
-    .ok_or_else(|| Error::infra("open_boot returned no partition"))?;
-    let len = usize::try_from(part.size)
-        .map_err(|_| Error::input(format!("{shown}: {BOOT_LABEL} is too large to edit")))?;
-    let mut before = vec![0u8; len];
-    file.seek(SeekFrom::Start(part.start))
-        .and_then(|_| file.read_exact(&mut before))
-        .infra_ctx(|| format!("cannot read {BOOT_LABEL} of {shown}"))?;
-    let mut after = before.clone();
-    edit_boot_partition(&mut after, changes).map_err(&at)?;
-    Ok(changed_ranges(&before, &after, chunk)
-        .into_iter()
-        .map(|(off, n)| {
-            let bytes = after[off as usize..(off + n) as usize].to_vec();
-            (part.start + off, bytes)
-        })
-        .collect())
-}
-
 /// Applies `changes` to an in-memory copy of just the boot partition (a whole FAT volume).
 ///
 /// Pair it with [`changed_ranges`] to learn which blocks to write elsewhere.
@@ -475,30 +436,6 @@ mod tests {
     }
 
     #[test]
-    fn overlay_writes_leave_the_image_alone() {
-        let (_dir, path) = image(TableKind::Gpt);
-        let head = |path: &Path| {
-            let mut bytes = vec![0u8; (testimg::BOOT_START + testimg::BOOT_SIZE) as usize];
-            File::open(path).unwrap().read_exact(&mut bytes).unwrap();
-            bytes
-        };
-        let before = head(&path);
-        let changes = [Change::Set("hostname".into(), "vm-1".into())];
-        let writes = boot_overlay_writes(&path, &changes, 4096).unwrap();
-        assert!(head(&path) == before, "the image changed");
-        assert!(!writes.is_empty() && writes.len() <= 6, "{}", writes.len());
-        // Applying the writes gives what configure gives in place.
-        let mut file = File::options().write(true).open(&path).unwrap();
-        for (off, bytes) in &writes {
-            assert!(*off >= testimg::BOOT_START);
-            file.seek(SeekFrom::Start(*off)).unwrap();
-            file.write_all(bytes).unwrap();
-        }
-        drop(file);
-        assert_eq!(config_of(&path)["hostname"], "vm-1");
-    }
-
-    #[test]
     fn changed_ranges_merges_and_clips() {
         let before = vec![0u8; 100];
         let mut after = before.clone();
@@ -634,50 +571,5 @@ mod tests {
             .map(|d| d.collect())
             .unwrap_or_default();
         assert!(out.is_empty());
-    }
-
-    /// Timing, not a check: `cargo test --release -p harness measure_ -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn measure_configure_on_a_2gib_image() {
-        use std::time::Instant;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("big.img");
-        crate::image::testimg::make_test_image_sized(&path, TableKind::Msdos, 2 << 30).unwrap();
-        let changes = [
-            Change::Set("hostname".into(), "rig-1".into()),
-            Change::Set("developmentMode".into(), "true".into()),
-            Change::Set("os.sshKeys".into(), r#"["ssh-ed25519 AAAA k"]"#.into()),
-            Change::WriteFile("system-connections/wifi".into(), vec![b'x'; 600]),
-        ];
-        for round in 0..3 {
-            let t = Instant::now();
-            configure(&path, &changes).unwrap();
-            eprintln!("configure 2 GiB msdos, round {round}: {:?}", t.elapsed());
-        }
-        let t = Instant::now();
-        crate::image::inspect::inspect(&path).unwrap();
-        eprintln!("inspect 2 GiB raw: {:?}", t.elapsed());
-        let t = Instant::now();
-        let vm = [Change::Set("hostname".into(), "vm-2".into())];
-        let writes = boot_overlay_writes(&path, &vm, 64 << 10).unwrap();
-        let bytes: usize = writes.iter().map(|w| w.1.len()).sum();
-        eprintln!(
-            "boot_overlay_writes (64 KiB chunks): {:?}, {} runs, {bytes} bytes",
-            t.elapsed(),
-            writes.len()
-        );
-        let zst = dir.path().join("big.img.zst");
-        let mut enc = zstd::stream::write::Encoder::new(File::create(&zst).unwrap(), 3).unwrap();
-        io::copy(&mut File::open(&path).unwrap(), &mut enc).unwrap();
-        enc.finish().unwrap().flush().unwrap();
-        let t = Instant::now();
-        let raw = unpack_to(&zst, &dir.path().join("out")).unwrap();
-        let meta = fs::metadata(&raw).unwrap();
-        eprintln!(
-            "unpack 2 GiB .zst: {:?}, {} bytes allocated",
-            t.elapsed(),
-            meta.blocks() * 512
-        );
     }
 }

@@ -12,9 +12,7 @@ use std::path::Path;
 
 pub use bootfs::{open_boot, BootFs};
 pub use config_json::{parse_set_arg, ConfigJson};
-pub use configure::{
-    boot_overlay_writes, changed_ranges, configure, edit_boot_partition, unpack_to, Change,
-};
+pub use configure::{changed_ranges, configure, edit_boot_partition, unpack_to, Change};
 pub use inspect::{inspect, Inspection};
 pub use partitions::{read_table, FsKind, Partition, PartitionTable, ReadOnly, TableKind};
 
