@@ -89,9 +89,19 @@ mkext4 "$WORK/rootB.ext4" "$ROOT_MIB" resin-rootB
 rootfs_set_version "$ROOT" "$UPDATE_VERSION"
 mkext4 "$WORK/update.ext4" "$ROOT_MIB" resin-rootB "$ROOT"
 
-step "compressing the update payload hostapp-$UPDATE_VERSION.ext4.zst"
+# A broken variant for the negative check of the health rollback: the same OS with
+# rollback-health masked, so nothing ever rolls it back.
+unit="$ROOT/etc/systemd/system/rollback-health.service"
+mv "$unit" "$WORK/rollback-health.service"
+ln -s /dev/null "$unit"
+mkext4 "$WORK/update-no-health.ext4" "$ROOT_MIB" resin-rootB "$ROOT"
+rm -f "$unit"
+mv "$WORK/rollback-health.service" "$unit"
+
+step "compressing the update payloads hostapp-$UPDATE_VERSION.ext4.zst (and its no-health variant)"
 zstd -q -T0 -3 -f "$WORK/update.ext4" -o "$OUT/hostapp-$UPDATE_VERSION.ext4.zst"
-rm -f "$WORK/update.ext4"
+zstd -q -T0 -3 -f "$WORK/update-no-health.ext4" -o "$OUT/hostapp-$UPDATE_VERSION-no-health.ext4.zst"
+rm -f "$WORK/update.ext4" "$WORK/update-no-health.ext4"
 
 step "making resin-boot (GRUB EFI, grub.cfg, grubenv, config.json)"
 bootpart_tree "$WORK/boot" "$HERE/grub" "$WORK/os-release"
@@ -106,6 +116,7 @@ step "assembling image.img (msdos: boot, rootA, rootB, extended: state, data)"
 disk_assemble "$OUT/image.img" "$WORK/boot.vfat" "$WORK/rootA.ext4" "$WORK/rootB.ext4" \
 	"$WORK/state.ext4" "$WORK/data.ext4"
 jq -n --arg m "$MACHINE" --arg v "$VERSION" --arg uf "hostapp-$UPDATE_VERSION.ext4.zst" --arg uv "$UPDATE_VERSION" \
-	'{machine: $m, image: "image.img", version: $v, update: {file: $uf, version: $uv}}' >"$OUT/build.json"
+	--arg nh "hostapp-$UPDATE_VERSION-no-health.ext4.zst" \
+	'{machine: $m, image: "image.img", version: $v, update: {file: $uf, version: $uv, no_health: $nh}}' >"$OUT/build.json"
 echo "==> time per step: $(step_times)"
 echo "==> done: $OUT/image.img ($(du -h --apparent-size "$OUT/image.img" | cut -f1) sparse, $(du -h "$OUT/image.img" | cut -f1) used)"

@@ -37,6 +37,9 @@ pub struct Update {
     pub file: PathBuf,
     /// The OS version it installs.
     pub version: String,
+    /// The same payload with rollback-health masked: the negative check of the health rollback.
+    #[serde(default)]
+    pub no_health: Option<PathBuf>,
 }
 
 impl Build {

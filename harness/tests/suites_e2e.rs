@@ -151,7 +151,7 @@ fn layer_reuse_fails_with_the_figures_when_v2_shares_no_layer() {
 }
 
 #[test]
-fn rollback_altboot_fails_fast_without_the_bootloader_fallback() {
+fn rollbacks_fail_when_the_fallback_or_the_health_check_is_broken() {
     let (code, err, dir) = run_suite("suite/hup-negative", &[]);
     assert_eq!(code, Some(1), "{err}");
     let t = tests(dir.path());
@@ -159,4 +159,9 @@ fn rollback_altboot_fails_fast_without_the_bootloader_fallback() {
     assert_eq!(altboot["outcome"], "failed", "{altboot}");
     let msg = altboot["message"].as_str().unwrap();
     assert!(msg.contains("panicked") && msg.contains("loop"), "{msg}");
+    // With rollback-health masked in the new OS, nothing brings the old one back.
+    let health = outcome_of(&t, "rollback-health");
+    assert_eq!(health["outcome"], "failed", "{health}");
+    let msg = health["message"].as_str().unwrap();
+    assert!(msg.contains("VERSION_ID=1.0.1"), "{msg}");
 }

@@ -20,6 +20,15 @@ pub struct SuiteFile {
     /// `system-connections/static`.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
+    /// Test files (paths relative to the suite folder) whose steps run after every fresh boot
+    /// of this suite, before its tests: how a negative suite injects a fault that must
+    /// survive the `fresh` devices of the tests it runs.
+    #[serde(default)]
+    pub setup: Vec<String>,
+    /// Suite variables set before its first test (`{{name}}` in the values is expanded), e.g.
+    /// a negative suite pointing `update_file` at a broken payload.
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
     /// Boot a fresh copy of the image for this suite (the default), or keep the device as the
     /// previous suite left it.
     #[serde(default = "yes")]
@@ -246,6 +255,8 @@ pub struct Suite {
     pub file: SuiteFile,
     /// `(test name, test)` in run order.
     pub tests: Vec<(String, TestFile)>,
+    /// The steps of `setup`, in order.
+    pub setup: Vec<Step>,
 }
 
 /// Resolves `suite/os`, `suites/os` or a path to a suite folder.
@@ -307,11 +318,24 @@ pub fn load(dir: &Path) -> Result<Suite> {
         }
         tests.push((test, super::yaml::read::<TestFile>(&path)?));
     }
+    let mut setup = Vec::new();
+    for entry in &file.setup {
+        let path = dir.join(entry);
+        if !path.is_file() {
+            return Err(Error::input(format!(
+                "{}: setup names {} which does not exist",
+                dir.join("suite.yaml").display(),
+                path.display()
+            )));
+        }
+        setup.extend(super::yaml::read::<TestFile>(&path)?.steps);
+    }
     Ok(Suite {
         name,
         dir: dir.to_path_buf(),
         file,
         tests,
+        setup,
     })
 }
 

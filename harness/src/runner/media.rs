@@ -62,6 +62,10 @@ pub fn prepare(
                 build.update_path().display().to_string(),
             );
             vars.insert("update_version".into(), build.update.version.clone());
+            if let Some(no_health) = &build.update.no_health {
+                let path = build.dir.join(no_health);
+                vars.insert("update_file_no_health".into(), path.display().to_string());
+            }
             build.image_path()
         }
         (None, None) => {

@@ -288,6 +288,10 @@ fn run_suites(
     let mut pristine = false;
     for planned in &plan.suites {
         let suite = &planned.suite;
+        for (k, v) in &suite.file.vars {
+            let value = dut.expand(v);
+            dut.vars.insert(k.clone(), value);
+        }
         let mut boot_error: Option<String> = None;
         let mut boot_seconds = None;
         let any_selected = planned.selected.iter().any(|&s| s);
@@ -402,7 +406,11 @@ fn fresh_boot(
         serde_json::json!([public_key]).to_string(),
     ));
     dut.target.configure_image(&changes)?;
-    dut.boot(Duration::from_secs(300))
+    let took = dut.boot(Duration::from_secs(300))?;
+    for step in &suite.setup {
+        steps::run(dut, step, &suite.dir, Duration::from_secs(300))?;
+    }
+    Ok(took)
 }
 
 fn missing_capability(requires: &[Capability], has: &[Capability]) -> Option<String> {
