@@ -145,6 +145,9 @@ impl Console {
                 state.cursor = cursor + whole.end();
                 return Ok(texts);
             }
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted);
+            }
             let now = Instant::now();
             if now >= deadline {
                 let tail = tail_text(&state.buf[cursor..], 200);
@@ -156,7 +159,8 @@ impl Console {
             state = self
                 .inner
                 .arrived
-                .wait_timeout(state, deadline - now)
+                // Wake at least every second to notice an interruption.
+                .wait_timeout(state, (deadline - now).min(Duration::from_secs(1)))
                 .unwrap()
                 .0;
         }

@@ -93,6 +93,9 @@ impl<'t> Dut<'t> {
         // come up, and saying so at once beats waiting out the timeout.
         let watch_from = self.target.console().position();
         loop {
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let slice = left.min(Duration::from_secs(10));
             let attempt = ssh::wait_for_banner(target.addr, slice)
@@ -206,6 +209,9 @@ impl<'t> Dut<'t> {
         let deadline = start + timeout;
         self.disconnect();
         loop {
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted);
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::infra(format!(
@@ -222,7 +228,7 @@ impl<'t> Dut<'t> {
                     self.disconnect();
                     std::thread::sleep(Duration::from_secs(1));
                 }
-                Err(Error::Failed(m)) => return Err(Error::Failed(m)),
+                Err(e @ (Error::Failed(_) | Error::Interrupted)) => return Err(e),
                 Err(_) => std::thread::sleep(Duration::from_secs(1)),
             }
         }

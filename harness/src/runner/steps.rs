@@ -116,7 +116,7 @@ fn wait_for(dut: &mut Dut, s: &SshStep, timeout: Duration) -> Result<()> {
             .and_then(|out| check(s, &command, &out, dut));
         match last {
             Ok(()) => return Ok(()),
-            Err(Error::Input(m)) => return Err(Error::Input(m)),
+            Err(e @ (Error::Input(_) | Error::Interrupted)) => return Err(e),
             Err(e) if std::time::Instant::now() >= deadline => {
                 return Err(Error::failed(format!(
                     "gave up after {}s waiting: {e}",
