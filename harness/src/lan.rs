@@ -35,6 +35,11 @@ impl Lan {
     /// new network namespace and sets the LAN up. `Ok(None)` with the reason when the
     /// process may not (no CAP_NET_ADMIN): the caller falls back to user networking.
     pub fn create(dir: &Path) -> Result<std::result::Result<Lan, String>> {
+        // Making the namespace takes CAP_SYS_ADMIN, setting it up CAP_NET_ADMIN: check the
+        // latter first, or a half-made namespace would cut the harness off.
+        if !has_net_admin() {
+            return Ok(Err("no CAP_NET_ADMIN".into()));
+        }
         // SAFETY: unshare affects only the calling thread's namespaces.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
             let e = std::io::Error::last_os_error();
@@ -114,4 +119,19 @@ fn ip(args: &[&str]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// CAP_NET_ADMIN's bit in the capability sets (linux/capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Whether this process has CAP_NET_ADMIN in its effective set (`CapEff`).
+fn has_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
