@@ -416,7 +416,8 @@ fn fresh_boot(
 fn missing_capability(requires: &[Capability], has: &[Capability]) -> Option<String> {
     requires.iter().find(|c| !has.contains(c)).map(|c| match c {
         Capability::Lan => {
-            "needs a LAN shared with the device (run as root for the private network)".to_string()
+            "needs a LAN shared with the device (the harness makes one when it has CAP_NET_ADMIN)"
+                .to_string()
         }
         Capability::Power => "needs a power switch the harness controls".to_string(),
     })
