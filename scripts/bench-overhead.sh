@@ -3,10 +3,11 @@
 # SSH banner (scripts/boot-bare.sh), side by side, under TCG and user networking both.
 #   scripts/bench-overhead.sh [IMAGE] [RUNS]
 # IMAGE defaults to the cached reference image; RUNS to 3. Needs hyperfine (Debian package).
+# HARNESS=path uses that binary instead of building the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-harness=target/release/harness
+harness=${HARNESS:-target/release/harness}
+[ -n "${HARNESS:-}" ] || cargo build --release --quiet
 image=${1:-$($harness image build --machine qemux86-64)}
 runs=${2:-3}
 work=$(mktemp -d)
