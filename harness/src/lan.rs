@@ -53,8 +53,13 @@ impl Lan {
         ip(&["addr", "add", &host, "dev", "br0"])?;
         ip(&["link", "set", "br0", "up"])?;
         let log = dir.join("dnsmasq.log");
-        let mut cmd = Command::new("dnsmasq");
+        // dnsmasq changes its credentials, which clears its parent-death signal; a shell
+        // that keeps it gets SIGTERM when the harness dies and takes dnsmasq with it.
+        let mut cmd = Command::new("sh");
         cmd.args([
+            "-c",
+            "trap 'kill $d 2>/dev/null' TERM INT; dnsmasq \"$@\" & d=$!; wait $d",
+            "sh",
             "--keep-in-foreground",
             "--no-resolv",
             "--no-hosts",
@@ -80,7 +85,11 @@ impl Lan {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-        let mut dnsmasq = Child::spawn(cmd, "dnsmasq (install Debian's dnsmasq-base)")?;
+        let mut dnsmasq = Child::spawn_with_death_signal(
+            cmd,
+            "dnsmasq (install Debian's dnsmasq-base)",
+            libc::SIGTERM,
+        )?;
         std::thread::sleep(std::time::Duration::from_millis(200));
         if let Some(status) = dnsmasq.try_wait()? {
             let text = std::fs::read_to_string(&log).unwrap_or_default();

@@ -30,12 +30,19 @@ pub struct Child {
 
 impl Child {
     /// Starts `cmd`, tied to the life of this process. `what` names it in errors.
-    pub fn spawn(mut cmd: Command, what: &str) -> Result<Child> {
+    pub fn spawn(cmd: Command, what: &str) -> Result<Child> {
+        Child::spawn_with_death_signal(cmd, what, libc::SIGKILL)
+    }
+
+    /// [`Child::spawn`] with another parent-death signal: a wrapper that traps it can clean
+    /// up a grandchild that cleared its own (the kernel clears it when a process changes its
+    /// credentials, as dnsmasq does).
+    pub fn spawn_with_death_signal(mut cmd: Command, what: &str, signal: i32) -> Result<Child> {
         use std::os::unix::process::CommandExt;
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The parent may have died between fork and prctl.

@@ -57,6 +57,11 @@ pub fn assert_valid_junit(xml: &Path) {
 
 /// The pids of QEMU processes whose command line mentions `needle`.
 pub fn qemu_pids_mentioning(needle: &str) -> Vec<u32> {
+    pids_mentioning("qemu-system", needle)
+}
+
+/// The pids of processes whose command line starts with `program` and mentions `needle`.
+pub fn pids_mentioning(program: &str, needle: &str) -> Vec<u32> {
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -66,7 +71,7 @@ pub fn qemu_pids_mentioning(needle: &str) -> Vec<u32> {
             continue;
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.starts_with("qemu-system") && cmdline.contains(needle) {
+        if cmdline.starts_with(program) && cmdline.contains(needle) {
             pids.push(pid);
         }
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{assert_valid_junit, harness, qemu_pids_mentioning, stderr, QEMU};
+use common::{assert_valid_junit, harness, pids_mentioning, qemu_pids_mentioning, stderr, QEMU};
 
 fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
@@ -65,14 +65,22 @@ fn start_run_and_wait_for_qemu(dir: &Path) -> std::process::Child {
     child
 }
 
+/// Neither QEMU nor the private LAN's dnsmasq outlives the harness.
 fn assert_qemu_gone(dir: &Path) {
     let needle = dir.to_string_lossy().into_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !qemu_pids_mentioning(&needle).is_empty() {
+    let left = || {
+        [
+            qemu_pids_mentioning(&needle),
+            pids_mentioning("dnsmasq", &needle),
+        ]
+        .concat()
+    };
+    while !left().is_empty() {
         assert!(
             Instant::now() < deadline,
-            "QEMU outlived the harness: {:?}",
-            qemu_pids_mentioning(&needle)
+            "outlived the harness: {:?}",
+            left()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
