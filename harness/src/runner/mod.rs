@@ -388,19 +388,7 @@ fn fresh_boot(
     dut.disconnect();
     dut.target.power().off()?;
     dut.target.fresh_image()?;
-    let mut changes: Vec<Change> = suite
-        .file
-        .config
-        .iter()
-        .map(|(k, v)| Change::Set(k.clone(), v.to_string()))
-        .collect();
-    changes.extend(
-        suite
-            .file
-            .files
-            .iter()
-            .map(|(path, text)| Change::WriteFile(path.clone(), text.clone().into_bytes())),
-    );
+    let mut changes = steps::changes(&suite.file.config, &[], &suite.file.files);
     changes.push(Change::Set(
         "os.sshKeys".into(),
         serde_json::json!([public_key]).to_string(),

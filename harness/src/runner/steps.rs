@@ -1,5 +1,6 @@
 //! Runs one step of a test against the device.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use regex::Regex;
@@ -169,24 +170,25 @@ fn console(dut: &mut Dut, c: &ConsoleStep, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// The `config.json` and boot-partition changes a `configure` step asks for.
-pub fn changes(c: &ConfigureStep) -> Vec<Change> {
-    let mut out: Vec<Change> = c
-        .set
+/// The changes that set `set`'s keys, remove `remove`'s and write `files` into the boot
+/// partition: what a `configure` step or a suite's own configuration asks for.
+pub fn changes(
+    set: &BTreeMap<String, serde_json::Value>,
+    remove: &[String],
+    files: &BTreeMap<String, String>,
+) -> Vec<Change> {
+    let sets = set
         .iter()
-        .map(|(k, v)| Change::Set(k.clone(), v.to_string()))
-        .collect();
-    out.extend(c.remove.iter().map(|k| Change::Remove(k.clone())));
-    out.extend(
-        c.files
-            .iter()
-            .map(|(p, text)| Change::WriteFile(p.clone(), text.clone().into_bytes())),
-    );
-    out
+        .map(|(k, v)| Change::Set(k.clone(), v.to_string()));
+    let removes = remove.iter().map(|k| Change::Remove(k.clone()));
+    let writes = files
+        .iter()
+        .map(|(p, text)| Change::WriteFile(p.clone(), text.clone().into_bytes()));
+    sets.chain(removes).chain(writes).collect()
 }
 
 fn configure(dut: &mut Dut, c: &ConfigureStep, timeout: Duration) -> Result<()> {
-    let changes = changes(c);
+    let changes = changes(&c.set, &c.remove, &c.files);
     match c.on {
         ConfigureOn::Live => dut.configure_live(&changes, timeout),
         ConfigureOn::Image => {
