@@ -2,7 +2,7 @@
 //! daemon's banner across reboots.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -212,15 +212,6 @@ impl Ssh {
 /// Quotes `s` for a POSIX shell.
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// Resolves `host:port` to the first address.
-pub fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
-    (host, port)
-        .to_socket_addrs()
-        .input_ctx(|| format!("cannot resolve {host}"))?
-        .next()
-        .ok_or_else(|| Error::input(format!("{host} has no address")))
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 pub mod builtin;
 pub mod dut;
 pub mod engine;
+pub mod keys;
+pub mod media;
 pub mod plan;
 pub mod power_loss;
 pub mod steps;
@@ -436,6 +438,3 @@ fn run_test(
     }
     Outcome::Passed
 }
-
-pub mod keys;
-pub mod media;

@@ -96,7 +96,7 @@ pub fn run(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -> 
     }
     // Whatever the cuts left behind, a plain update must still work.
     let before = slot(dut)?;
-    update(dut, &payload, "")?;
+    update(dut, &payload)?;
     dut.reboot(BOOT)?;
     let (v, s) = (version(dut)?, slot(dut)?);
     if v != new_version || s == before {
@@ -136,7 +136,7 @@ fn cut_at(dut: &mut Dut, point: &str, payload: &str, mid_write: u64) -> Result<(
             }
         }
         "first-boot" => {
-            update(dut, payload, "")?;
+            update(dut, payload)?;
             console.skip_to_end();
             let _ = dut.exec(
                 "(sleep 1; reboot) >/dev/null 2>&1 &",
@@ -171,9 +171,9 @@ fn start_update(dut: &mut Dut, payload: &str, stall: &str) -> Result<()> {
 }
 
 /// Runs a whole update (no cut).
-fn update(dut: &mut Dut, payload: &str, env: &str) -> Result<()> {
+fn update(dut: &mut Dut, payload: &str) -> Result<()> {
     let out = dut.exec(
-        &format!("{env}hostapp-update -f {payload}"),
+        &format!("hostapp-update -f {payload}"),
         Duration::from_secs(900),
     )?;
     if out.status != 0 {
