@@ -2,7 +2,7 @@
 //! step with its arguments. Each is bounded by the step's timeout and says what it waited for.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -265,24 +265,60 @@ fn reach(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-/// A minimal HTTP/1.0 GET; returns the body of a 200 answer.
-pub fn http_get(
+/// GET `path` from `addr` with the registry's HTTP client; the body of a 200 answer.
+fn http_get(
     addr: SocketAddr,
     path: &str,
     timeout: Duration,
 ) -> std::result::Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
+    use crate::registry::{parse_response, request, TcpTransport, Transport};
+    let raw = TcpTransport::new(addr, timeout)
+        .exchange(&request("GET", &addr.to_string(), path, &[], b""))
         .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP answer")?;
-    if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
-        return Err(format!(
-            "HTTP answer: {}",
-            head.lines().next().unwrap_or("")
-        ));
+    let answer = parse_response(&raw, false).map_err(|e| e.to_string())?;
+    if answer.status != 200 {
+        return Err(format!("HTTP {}", answer.status));
     }
-    Ok(body.to_string())
+    Ok(String::from_utf8_lossy(&answer.body).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A one-shot server on loopback sending `answer` (real sockets; stands in for 2375).
+    fn serve(answer: &'static [u8]) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(answer);
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn http_get_returns_the_body_of_a_200() {
+        let addr = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK");
+        assert_eq!(
+            http_get(addr, "/_ping", Duration::from_secs(5)).unwrap(),
+            "OK"
+        );
+    }
+
+    #[test]
+    fn http_get_fails_on_a_closed_answer_or_another_status() {
+        // QEMU's port forwarder accepts and closes when nothing listens in the guest.
+        assert!(http_get(serve(b""), "/_ping", Duration::from_secs(5)).is_err());
+        let err = http_get(
+            serve(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+            "/",
+            Duration::from_secs(5),
+        );
+        assert_eq!(err.unwrap_err(), "HTTP 404");
+    }
 }
