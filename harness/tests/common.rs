@@ -77,3 +77,8 @@ pub fn pids_mentioning(program: &str, needle: &str) -> Vec<u32> {
     }
     pids
 }
+
+/// A run's `summary.json`.
+pub fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}

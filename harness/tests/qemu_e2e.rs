@@ -7,11 +7,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{assert_valid_junit, harness, pids_mentioning, qemu_pids_mentioning, stderr, QEMU};
-
-fn summary(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-}
+use common::{
+    assert_valid_junit, harness, pids_mentioning, qemu_pids_mentioning, stderr, summary, QEMU,
+};
 
 #[test]
 fn smoke_suite_passes_and_its_junit_validates() {

@@ -6,11 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_valid_junit, harness, qemu_pids_mentioning, stderr, QEMU};
-
-fn summary(dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
-}
+use common::{assert_valid_junit, harness, qemu_pids_mentioning, stderr, summary, QEMU};
 
 #[test]
 fn smoke_suite_passes_on_the_emulated_rig() {

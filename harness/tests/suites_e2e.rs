@@ -30,9 +30,7 @@ fn run_suite(suite: &str, args: &[&str]) -> (Option<i32>, String, tempfile::Temp
 }
 
 fn tests(dir: &Path) -> Vec<serde_json::Value> {
-    let s: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
-    s["tests"].as_array().unwrap().clone()
+    common::summary(dir)["tests"].as_array().unwrap().clone()
 }
 
 fn outcome_of<'a>(tests: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
