@@ -40,13 +40,15 @@ impl Outcome {
     }
 }
 
-/// One finished test.
+/// One finished test: its last run, and the earlier runs that did not pass.
 #[derive(Debug, Clone, Serialize)]
 pub struct TestResult {
     /// The suite it belongs to.
     pub suite: String,
     /// The test's name.
     pub name: String,
+    /// The target (machine or rig) its last run was on.
+    pub target: String,
     /// How it ended.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -61,6 +63,78 @@ pub struct TestResult {
     /// What the serial console printed while it ran.
     #[serde(skip)]
     pub console: String,
+    /// Earlier runs of it that failed or hit an infrastructure error, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+impl TestResult {
+    /// Passed on a rerun after failing: flaky, not plainly passed.
+    pub fn flaky(&self) -> bool {
+        self.outcome == Outcome::Passed
+            && self
+                .attempts
+                .iter()
+                .any(|a| matches!(a.outcome, Outcome::Failed(_)))
+    }
+
+    /// The result as an earlier attempt of a rerun.
+    pub fn into_attempt(self) -> Attempt {
+        Attempt {
+            target: self.target,
+            outcome: self.outcome,
+            duration: self.duration,
+            transcript: self.transcript,
+            console: self.console,
+        }
+    }
+}
+
+/// An earlier run of a test that did not pass (a failure before a rerun, or an infrastructure
+/// error before a retry).
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    /// The target it ran on.
+    pub target: String,
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// How long it ran.
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    /// Its SSH transcript.
+    #[serde(skip)]
+    pub transcript: String,
+    /// Its serial console slice.
+    #[serde(skip)]
+    pub console: String,
+}
+
+/// One target of the run and how it is doing.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    /// Its name in this run: `qemux86-64#1`, `rig-pi4-1`.
+    pub name: String,
+    /// The machine type it plays.
+    pub machine: String,
+    /// Where it is.
+    #[serde(flatten)]
+    pub status: TargetStatus,
+    /// Notes about its set-up (accelerator, network, lease).
+    pub notes: Vec<String>,
+}
+
+/// Where a target is in the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", content = "detail", rename_all = "snake_case")]
+pub enum TargetStatus {
+    /// Waiting for its lease or being set up.
+    Starting(String),
+    /// Running a test (its `suite/test`) or booting.
+    Running(String),
+    /// Finished its share of the work.
+    Done,
+    /// Taken out of the run by an infrastructure failure, with the reason.
+    Broken(String),
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -70,8 +144,10 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, 
 /// What the run was about, for the report headers.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunInfo {
-    /// The target (machine or rig) name.
-    pub target: String,
+    /// The run's title: its targets, e.g. `qemux86-64 x2` or `rig-pi4-1, rig-pi4-2`.
+    pub title: String,
+    /// `spread` (the tests shared out over the targets) or `each` (every target runs all).
+    pub mode: String,
     /// The image under test.
     pub image: PathBuf,
     /// When the run started.
@@ -100,6 +176,8 @@ pub struct Counts {
     pub skipped: usize,
     /// Tests that hit an infrastructure error.
     pub errors: usize,
+    /// Tests that failed and then passed on a rerun (not counted as passed).
+    pub flaky: usize,
 }
 
 impl Counts {
@@ -108,6 +186,7 @@ impl Counts {
         let mut c = Counts::default();
         for r in results {
             match r.outcome {
+                Outcome::Passed if r.flaky() => c.flaky += 1,
                 Outcome::Passed => c.passed += 1,
                 Outcome::Failed(_) => c.failed += 1,
                 Outcome::Skipped(_) => c.skipped += 1,
@@ -123,6 +202,7 @@ pub struct Reporter {
     dir: PathBuf,
     junit: PathBuf,
     info: RunInfo,
+    targets: Vec<TargetReport>,
     results: Vec<TestResult>,
     interrupted: bool,
 }
@@ -135,6 +215,7 @@ impl Reporter {
             dir: dir.to_path_buf(),
             junit,
             info,
+            targets: Vec::new(),
             results: Vec::new(),
             interrupted: false,
         };
@@ -146,6 +227,20 @@ impl Reporter {
     pub fn add(&mut self, result: TestResult) -> Result<()> {
         self.results.push(result);
         self.write()
+    }
+
+    /// Records a target's state (a new target, or a change) and rewrites the reports.
+    pub fn set_target(&mut self, target: TargetReport) -> Result<()> {
+        match self.targets.iter_mut().find(|t| t.name == target.name) {
+            Some(t) => *t = target,
+            None => self.targets.push(target),
+        }
+        self.write()
+    }
+
+    /// The targets so far.
+    pub fn targets(&self) -> &[TargetReport] {
+        &self.targets
     }
 
     /// Marks the run as interrupted and rewrites the reports.
@@ -167,7 +262,7 @@ impl Reporter {
     fn write(&self) -> Result<()> {
         let xml = junit::render(&self.info, &self.results)?;
         write_atomic(&self.junit, xml.as_bytes())?;
-        let json = summary::render(&self.info, &self.results, self.interrupted);
+        let json = summary::render(&self.info, &self.targets, &self.results, self.interrupted);
         write_atomic(&self.dir.join("summary.json"), json.as_bytes())
     }
 }

@@ -2,15 +2,30 @@
 
 use serde_json::json;
 
-use super::{Counts, RunInfo, TestResult};
+use super::{Counts, RunInfo, TargetReport, TestResult};
 
 /// Renders the summary as pretty JSON.
-pub fn render(info: &RunInfo, results: &[TestResult], interrupted: bool) -> String {
+pub fn render(
+    info: &RunInfo,
+    targets: &[TargetReport],
+    results: &[TestResult],
+    interrupted: bool,
+) -> String {
     let doc = json!({
         "run": info,
+        "targets": targets,
         "interrupted": interrupted,
         "counts": Counts::of(results),
-        "tests": results,
+        "tests": results.iter().map(test).collect::<Vec<_>>(),
     });
     serde_json::to_string_pretty(&doc).unwrap_or_default()
+}
+
+/// A test's entry: its fields and whether it was flaky.
+fn test(r: &TestResult) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("flaky".into(), r.flaky().into());
+    }
+    v
 }

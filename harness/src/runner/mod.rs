@@ -142,7 +142,8 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
         &dir,
         junit.clone(),
         RunInfo {
-            target: target_name,
+            title: target_name.clone(),
+            mode: "spread".into(),
             image: media.image.clone(),
             started: SystemTime::now(),
             notes,
@@ -159,7 +160,15 @@ pub fn run(root: &Path, opts: &RunOptions, say: &mut dyn FnMut(&str)) -> Result<
     let interrupted = {
         let mut dut = Dut::new(target.as_mut(), key.private.clone(), dir.clone());
         dut.vars = vars;
-        run_suites(&plan, &mut dut, &key.public, opts, &mut reporter, say)?
+        run_suites(
+            &plan,
+            &mut dut,
+            &key.public,
+            opts,
+            &target_name,
+            &mut reporter,
+            say,
+        )?
     };
     target.finish(opts.keep);
     if let Some(emulator) = emulator {
@@ -281,6 +290,7 @@ fn run_suites(
     dut: &mut Dut,
     public_key: &str,
     opts: &RunOptions,
+    target_name: &str,
     reporter: &mut Reporter,
     say: &mut dyn FnMut(&str),
 ) -> Result<bool> {
@@ -356,6 +366,8 @@ fn run_suites(
             let result = TestResult {
                 suite: suite.name.clone(),
                 name: name.clone(),
+                target: target_name.to_string(),
+                attempts: Vec::new(),
                 outcome,
                 duration: begin.elapsed(),
                 properties,
@@ -365,7 +377,7 @@ fn run_suites(
                     .console()
                     .text_between(console_from, dut.target.console().position()),
             };
-            say(&crate::report::terminal::line(&result));
+            say(&crate::report::terminal::line(&result, false));
             if matches!(result.outcome, Outcome::Failed(_) | Outcome::Error(_))
                 && !opts.keep_going
                 && stop.is_none()
