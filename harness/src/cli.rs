@@ -28,8 +28,11 @@ pub enum Command {
     /// Build, inspect or configure disk images.
     #[command(subcommand)]
     Image(ImageCommand),
-    /// List the rigs and check that each one's hardware is present.
+    /// List the rigs: hardware present, in or out of rotation, who holds each one's lease.
     Rigs,
+    /// Boot each rig's known-good image and run suite/smoke: a rig that fails goes out of
+    /// rotation (with the reason), one that passes comes back.
+    Health(HealthArgs),
     /// Write an image to a block device or file: only the blocks that hold data, verified.
     Flash {
         /// The image (`.img`, `.gz`, `.xz`, `.zst`, `.zip`; a `.bmap` beside it is used).
@@ -46,12 +49,24 @@ pub enum Command {
 /// `harness run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The machine type (see `harness machines`), run under QEMU.
-    #[arg(long, required_unless_present = "rig", conflicts_with = "rig")]
-    pub machine: Option<String>,
-    /// A rig (see `harness rigs`): the board it holds, flashed through its SD muxer.
+    /// A machine type (see `harness machines`) to run under QEMU, or a machine file
+    /// (`path/to/board.yaml`); may repeat.
+    #[arg(long = "machine", required_unless_present_any = ["rigs", "pools"])]
+    pub machines: Vec<String>,
+    /// QEMU machines to boot at once per machine type, from one base image (copy-on-write
+    /// overlays).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// A rig (see `harness rigs`): the board it holds, flashed through its SD muxer; may
+    /// repeat.
+    #[arg(long = "rig")]
+    pub rigs: Vec<String>,
+    /// Rigs from the pool: `tag=NAME` picks every rig with that tag that is in rotation.
+    #[arg(long = "rigs", value_name = "tag=NAME")]
+    pub pools: Vec<String>,
+    /// Every target runs every test, instead of sharing the tests out over the targets.
     #[arg(long)]
-    pub rig: Option<String>,
+    pub each: bool,
     /// Suites to run: `suite/os`, `suites/os`, or a path to a suite folder.
     #[arg(required = true)]
     pub suites: Vec<String>,
@@ -59,7 +74,7 @@ pub struct RunArgs {
     /// machine's reference image.
     #[arg(long)]
     pub image: Option<PathBuf>,
-    /// The run's folder for logs and reports; default `reports/<date>-<machine>`.
+    /// The run's folder for logs and reports; default `reports/<date>-<targets>`.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Where to write the JUnit XML; default `<out>/junit.xml`.
@@ -71,6 +86,19 @@ pub struct RunArgs {
     /// Run on after a failed test instead of skipping the rest.
     #[arg(long)]
     pub keep_going: bool,
+    /// Retries after an infrastructure failure (boot, SSH, power, flash), on another target
+    /// when there is one, else after a power cycle.
+    #[arg(long, default_value_t = 1)]
+    pub retries: usize,
+    /// Reruns of a failed test; a test that then passes is reported flaky, not passed.
+    #[arg(long, default_value_t = 0)]
+    pub rerun_failures: usize,
+    /// How long to wait for a busy target's lease, in seconds.
+    #[arg(long, default_value_t = 1800)]
+    pub lease_wait: u64,
+    /// Stream this target's serial console to stdout while the run goes on.
+    #[arg(long, value_name = "TARGET")]
+    pub follow: Option<String>,
     /// Force the accelerator (`kvm` or `tcg`) instead of probing.
     #[arg(long, value_parser = ["kvm", "tcg"])]
     pub accel: Option<String>,
@@ -81,6 +109,20 @@ pub struct RunArgs {
     /// `update_version=6.0.14` for suite/hup on a real balenaOS image).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+}
+
+/// `harness health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// Rigs to check (default: every rig).
+    #[arg(long = "rig")]
+    pub rigs: Vec<String>,
+    /// Check the rigs with this tag: `tag=NAME`.
+    #[arg(long = "rigs", value_name = "tag=NAME")]
+    pub pools: Vec<String>,
+    /// Where the checks' reports go; default `reports/health-<date>-<rig>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 fn parse_var(s: &str) -> Result<(String, String), String> {

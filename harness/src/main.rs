@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use harness::cli::{Cli, Command, ImageCommand, RunArgs};
+use harness::cli::{Cli, Command, HealthArgs, ImageCommand, RunArgs};
 use harness::error::{Context, Error, Result};
 use harness::{exit_code, paths};
 
@@ -58,6 +58,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Command::Image(cmd) => image(cmd),
         Command::Rigs => rigs(),
+        Command::Health(args) => health(args),
         Command::Flash {
             image,
             to,
@@ -70,14 +71,19 @@ fn rigs() -> Result<i32> {
     let root = paths::project_root()?;
     let mut missing = 0;
     for rig in harness::board::rig::list(&root)? {
-        let check = rig.check();
-        let state = match &check {
+        let mut state = match rig.check() {
             Ok(()) => "ready".to_string(),
             Err(e) => {
                 missing += 1;
                 format!("not ready: {e}")
             }
         };
+        if let Some(status) = harness::rotation::status(&rig.name)? {
+            state.push_str(&format!("; {}", status.describe()));
+        }
+        if let Some(held) = harness::lease::holder(&format!("rig-{}", rig.name))? {
+            state.push_str(&format!("; leased by {} ({})", held.holder, held.what));
+        }
         println!(
             "{:<12} {:<18} {} [{}] - {state}",
             rig.name,
@@ -90,6 +96,111 @@ fn rigs() -> Result<i32> {
         exit_code::SUCCESS
     } else {
         exit_code::INFRASTRUCTURE
+    })
+}
+
+/// `harness health`: suite/smoke on each rig's known-good image; the rig goes out of
+/// rotation when it fails and comes back when it passes.
+fn health(args: HealthArgs) -> Result<i32> {
+    harness::interrupt::install();
+    let root = paths::project_root()?;
+    let all = harness::board::rig::list(&root)?;
+    let mut picked: Vec<harness::board::rig::Rig> = Vec::new();
+    for name in &args.rigs {
+        picked.push(harness::board::rig::load(&root, name)?);
+    }
+    for pool in &args.pools {
+        let tag = pool.strip_prefix("tag=").ok_or_else(|| {
+            Error::input(format!(
+                "--rigs {pool}: expected `tag=NAME` (e.g. --rigs tag=pi4)"
+            ))
+        })?;
+        picked.extend(
+            all.iter()
+                .filter(|r| r.tags.iter().any(|t| t == tag))
+                .cloned(),
+        );
+    }
+    if args.rigs.is_empty() && args.pools.is_empty() {
+        picked = all;
+    }
+    if picked.is_empty() {
+        return Err(Error::input("no rig to check (see `harness rigs`)"));
+    }
+    let live = harness::live::Live::new(std::io::stderr().is_terminal());
+    let mut unhealthy = 0;
+    for rig in picked {
+        let out = args
+            .out
+            .as_ref()
+            .map(|o| o.join(&rig.name))
+            .unwrap_or_else(|| {
+                root.join("reports").join(format!(
+                    "health-{}-{}",
+                    harness::runner::plan::utc_stamp(),
+                    rig.name
+                ))
+            });
+        let opts = harness::runner::RunOptions {
+            rigs: vec![rig.name.clone()],
+            suites: vec!["suite/smoke".into()],
+            image: rig.health_image.as_ref().map(|p| root.join(p)),
+            out: Some(out.clone()),
+            retries: 0,
+            lease_wait: std::time::Duration::from_secs(1800),
+            ..Default::default()
+        };
+        let verdict = match harness::runner::run(&root, &opts, &live) {
+            Ok(s) if s.interrupted => return Ok(exit_code::INTERRUPTED),
+            Ok(s) if s.exit_code() == exit_code::SUCCESS => Ok(()),
+            Ok(s) => Err(first_problem(&s.dir)
+                .unwrap_or_else(|| harness::report::terminal::summary(&s.counts, s.duration))),
+            Err(e @ Error::Input(_)) => return Err(e),
+            Err(e) => Err(e.to_string()),
+        };
+        let run = out.display().to_string();
+        match verdict {
+            Ok(()) => {
+                harness::rotation::mark_in(&rig.name, &run)?;
+                println!("{:<12} healthy: in rotation ({run})", rig.name);
+            }
+            Err(why) => {
+                unhealthy += 1;
+                let why = format!("health check failed: {why}");
+                harness::rotation::mark_out(&rig.name, &why, &run)?;
+                println!("{:<12} out of rotation: {why} ({run})", rig.name);
+            }
+        }
+    }
+    live.finish();
+    Ok(if unhealthy == 0 {
+        exit_code::SUCCESS
+    } else {
+        exit_code::INFRASTRUCTURE
+    })
+}
+
+/// The first failed or errored test of a run, `suite/test: message`, from its summary.json.
+fn first_problem(dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("summary.json")).ok()?;
+    let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let broken = doc["targets"].as_array().and_then(|ts| {
+        ts.iter()
+            .find(|t| t["state"] == "broken")
+            .and_then(|t| t["detail"].as_str().map(String::from))
+    });
+    broken.or_else(|| {
+        doc["tests"].as_array()?.iter().find_map(|t| {
+            let o = t["outcome"].as_str()?;
+            (o == "failed" || o == "error").then(|| {
+                format!(
+                    "{}/{}: {}",
+                    t["suite"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or(""),
+                    t["message"].as_str().unwrap_or("")
+                )
+            })
+        })
     })
 }
 
@@ -140,8 +251,11 @@ fn run(args: RunArgs) -> Result<i32> {
     harness::interrupt::install();
     let root = paths::project_root()?;
     let opts = harness::runner::RunOptions {
-        machine: args.machine.unwrap_or_default(),
-        rig: args.rig,
+        machines: args.machines,
+        parallel: usize::from(args.parallel),
+        rigs: args.rigs,
+        pools: args.pools,
+        each: args.each,
         suites: args.suites,
         image: args.image,
         out: args.out,
@@ -154,8 +268,15 @@ fn run(args: RunArgs) -> Result<i32> {
             .and_then(harness::qemu::accel::Accel::parse),
         keep: args.keep,
         vars: args.vars,
+        retries: args.retries,
+        rerun_failures: args.rerun_failures,
+        lease_wait: std::time::Duration::from_secs(args.lease_wait),
+        follow: args.follow,
     };
-    let summary = harness::runner::run(&root, &opts, &mut |line| eprintln!("{line}"))?;
+    let live = harness::live::Live::new(std::io::stderr().is_terminal());
+    let summary = harness::runner::run(&root, &opts, &live);
+    live.finish();
+    let summary = summary?;
     eprintln!(
         "{}{}",
         harness::report::terminal::summary(&summary.counts, summary.duration),

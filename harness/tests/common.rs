@@ -17,11 +17,27 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `harness` binary, run from the project root.
+/// The `harness` binary, run from the project root, with leases and rig states of its own
+/// (a lease left by a test that kills a harness must not hold up the next test).
 pub fn harness() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
-    cmd.current_dir(root());
+    cmd.current_dir(root())
+        .env("HARNESS_LEASE_DIR", scratch("leases"))
+        .env("HARNESS_STATE", scratch("state"));
     cmd
+}
+
+/// A new empty folder under the system's temp folder.
+pub fn scratch(what: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "harness-test-{}-{what}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// Runs `harness ARGS` and returns its output.

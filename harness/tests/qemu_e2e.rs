@@ -36,7 +36,7 @@ fn smoke_suite_passes_and_its_junit_validates() {
     assert!(xml.contains("=== serial console ==="), "{xml}");
     let s = summary(dir.path());
     assert_eq!(s["counts"]["passed"], 3, "{s}");
-    let serial = std::fs::read_to_string(dir.path().join("serial.log")).unwrap();
+    let serial = std::fs::read_to_string(dir.path().join("qemux86-64/serial.log")).unwrap();
     assert!(
         serial.contains("Linux version"),
         "the kernel's boot lines are in serial.log"

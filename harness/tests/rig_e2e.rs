@@ -22,9 +22,9 @@ fn smoke_suite_passes_on_the_emulated_rig() {
     assert_valid_junit(&dir.path().join("junit.xml"));
     let s = summary(dir.path());
     assert_eq!(s["counts"]["passed"], 3, "{s}");
-    assert_eq!(s["run"]["target"], "rig-emulated", "{s}");
+    assert_eq!(s["run"]["title"], "rig-emulated", "{s}");
     // The board flow went through the ordinary drivers: a card file, QMP, a pty UART.
-    let notes = s["run"]["notes"].to_string();
+    let notes = s["targets"][0]["notes"].to_string();
     for driver in [
         "media: image file ",
         "power: QEMU run state over QMP ",
@@ -33,7 +33,7 @@ fn smoke_suite_passes_on_the_emulated_rig() {
         assert!(notes.contains(driver), "{driver} not in {notes}");
     }
     assert!(err.contains(", verified in "), "no flash figures: {err}");
-    let serial = std::fs::read_to_string(dir.path().join("serial.log")).unwrap();
+    let serial = std::fs::read_to_string(dir.path().join("rig-emulated/serial.log")).unwrap();
     assert!(
         serial.contains("Linux version"),
         "the kernel's boot lines are in serial.log"

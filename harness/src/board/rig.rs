@@ -35,9 +35,13 @@ pub struct Rig {
     /// How to find its address.
     #[serde(default)]
     pub address: Option<AddressSpec>,
-    /// Labels to pick rigs by.
+    /// Labels to pick rigs by (`--rigs tag=NAME`).
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The known-good image `harness health` boots (relative to the project); default: the
+    /// machine's reference image.
+    #[serde(default)]
+    pub health_image: Option<std::path::PathBuf>,
 }
 
 /// A board's hardware, as its rig file names it or as an emulated rig made it.

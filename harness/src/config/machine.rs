@@ -22,6 +22,13 @@ pub struct Machine {
     /// How to run it under QEMU; absent for boards that only exist as hardware.
     #[serde(default)]
     pub qemu: Option<QemuSpec>,
+    /// How long a boot may take, power on to SSH, in seconds (default 300).
+    #[serde(default = "default_boot_timeout")]
+    pub boot_timeout: u64,
+}
+
+fn default_boot_timeout() -> u64 {
+    300
 }
 
 /// QEMU settings for a machine.
@@ -57,8 +64,16 @@ pub struct Firmware {
     pub vars: PathBuf,
 }
 
-/// Reads `machines/NAME.yaml` under `root`.
+/// Reads `machines/NAME.yaml` under `root`, or a machine file given by its path (ending in
+/// `.yaml`), e.g. a board port's own.
 pub fn load(root: &Path, name: &str) -> Result<Machine> {
+    if name.ends_with(".yaml") {
+        let path = Path::new(name);
+        if !path.is_file() {
+            return Err(Error::input(format!("machine file {name} does not exist")));
+        }
+        return super::yaml::read(path);
+    }
     let path = root.join("machines").join(format!("{name}.yaml"));
     if !path.is_file() {
         let known = list(root)?.into_iter().map(|m| m.name).collect::<Vec<_>>();

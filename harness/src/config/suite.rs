@@ -33,6 +33,11 @@ pub struct SuiteFile {
     /// previous suite left it.
     #[serde(default = "yes")]
     pub fresh: bool,
+    /// Its tests depend only on the suite's boot, not on one another: a run with several
+    /// targets shares them out one by one. Otherwise tests that follow one another share a
+    /// device and go to one target together, split only where a test wants a `fresh` one.
+    #[serde(default)]
+    pub independent: bool,
     /// The tests in the order they run; default: every other `*.yaml` file, sorted by name.
     /// An entry is a test's name, or a path to a test file (relative to the suite folder,
     /// ending in `.yaml`), so a suite can reuse another suite's tests.

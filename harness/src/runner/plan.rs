@@ -106,7 +106,7 @@ pub fn run_dir(root: &Path, out: Option<&Path>, target: &str) -> PathBuf {
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC.
-fn utc_stamp() -> String {
+pub fn utc_stamp() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
