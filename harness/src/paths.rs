@@ -39,3 +39,19 @@ pub fn cache_dir() -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
     PathBuf::from(home).join(".cache").join("harness")
 }
+
+/// The state folder (what persists between runs, such as which rigs are in rotation):
+/// `HARNESS_STATE`, else `$XDG_STATE_HOME/harness`, else `~/.local/state/harness`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HARNESS_STATE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(dir).join("harness");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+    PathBuf::from(home)
+        .join(".local")
+        .join("state")
+        .join("harness")
+}

@@ -310,6 +310,7 @@ mod tests {
             }),
             address: Some(address),
             tags: Vec::new(),
+            health_image: None,
         };
         let console = Console::new(&d.join("serial.log")).unwrap();
         let board = BoardTarget::open(&rig, &image, console).unwrap();

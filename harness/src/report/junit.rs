@@ -104,9 +104,11 @@ fn rerun(a: &Attempt) -> Option<TestRerun> {
         Outcome::Passed | Outcome::Skipped(_) => return None,
     };
     let mut run = TestRerun::new(kind);
-    run.set_type(ty)
-        .set_message(clean(&format!("on {}: {msg}", a.target)))
-        .set_time(a.duration);
+    run.set_type(ty).set_message(clean(&format!(
+        "on {} after {:.1}s: {msg}",
+        a.target,
+        a.duration.as_secs_f64()
+    )));
     let out = logs(&a.target, &a.transcript, &a.console);
     if !out.is_empty() {
         run.set_system_out(out);
@@ -213,7 +215,7 @@ mod tests {
         let xml = render(&info, &[flaky, failed]).unwrap();
         let flaky_error = xml.lines().find(|l| l.contains("<flakyError")).unwrap();
         assert!(
-            flaky_error.contains(r#"message="on qemux86-64#1: SSH never came up""#)
+            flaky_error.contains(r#"message="on qemux86-64#1 after 1.5s: SSH never came up""#)
                 && flaky_error.contains(r#"type="infrastructure""#),
             "{xml}"
         );

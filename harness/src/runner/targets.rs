@@ -93,7 +93,7 @@ pub fn resolve(
             .filter(|r| r.tags.iter().any(|t| t == tag))
         {
             found += 1;
-            if !rotation::in_rotation(&rig.name)? {
+            if !rotation::in_rotation(&rig.name) {
                 let why = rotation::status(&rig.name)?.map(|s| s.describe());
                 say(format!(
                     "rig {} skipped: {}",

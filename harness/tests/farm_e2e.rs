@@ -1,0 +1,161 @@
+//! The farm end to end: several targets in one run, infrastructure failures retried on
+//! another target, and leases that outlive a killed holder until they expire.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{assert_valid_junit, harness, scratch, stderr, summary, QEMU};
+
+#[test]
+fn a_target_that_never_boots_is_retried_and_the_suite_passes_on_the_other() {
+    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    // A good machine beside one whose firmware never boots (its boot times out in 30 s).
+    let out = harness()
+        .args([
+            "run",
+            "--machine",
+            "qemux86-64",
+            "--machine",
+            "harness/tests/fixtures/broken-firmware.yaml",
+            "suite/smoke",
+            "--retries",
+            "2",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let junit = dir.path().join("junit.xml");
+    assert_valid_junit(&junit);
+    let s = summary(dir.path());
+    assert_eq!(s["counts"]["passed"], 3, "{s}");
+    let targets = s["targets"].as_array().unwrap();
+    let state = |name: &str| {
+        targets
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("no target {name} in {s}"))
+            .clone()
+    };
+    // The broken target, and only it, is reported as an infrastructure failure.
+    let broken = state("broken-firmware#2");
+    assert_eq!(broken["state"], "broken", "{broken}");
+    assert!(
+        broken["detail"]
+            .as_str()
+            .unwrap()
+            .contains("infrastructure failures in a row"),
+        "{broken}"
+    );
+    assert_eq!(state("qemux86-64#1")["state"], "done", "{s}");
+    // Every test passed on the good machine; those first tried on the broken one carry that
+    // attempt as an infrastructure error.
+    let tests = s["tests"].as_array().unwrap();
+    assert!(tests.iter().all(|t| t["target"] == "qemux86-64#1"), "{s}");
+    let retried: Vec<_> = tests
+        .iter()
+        .flat_map(|t| t["attempts"].as_array().unwrap().iter())
+        .collect();
+    assert!(!retried.is_empty(), "no retried test in {s}");
+    for a in retried {
+        assert_eq!(a["target"], "broken-firmware#2", "{a}");
+        assert_eq!(a["outcome"], "error", "{a}");
+        assert!(
+            a["message"]
+                .as_str()
+                .unwrap()
+                .contains("the device did not come up"),
+            "{a}"
+        );
+    }
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(r#"type="infrastructure""#), "{xml}");
+    assert!(xml.contains("<flakyError"), "{xml}");
+    assert!(err.contains("out of this run"), "{err}");
+}
+
+/// The lease file's `expires` (unix ms) and holder pid, once it exists.
+fn lease(dir: &Path, name: &str) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.lease"))).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((v["expires"].as_u64()?, v["pid"].as_u64()?))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn a_killed_holders_lease_frees_the_rig_at_its_expiry_and_not_before() {
+    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let leases = scratch("leases");
+    let start = |out: &Path| {
+        harness()
+            .args(["run", "--rig", "emulated", "suite/smoke", "--out"])
+            .arg(out)
+            .env("HARNESS_LEASE_DIR", &leases)
+            .env("HARNESS_LEASE_TTL", "8")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_for = |what: &str, limit: Duration, f: &mut dyn FnMut() -> bool| {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < limit, "gave up waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let a_out = tempfile::tempdir().unwrap();
+    let mut a = start(a_out.path());
+    let a_pid = u64::from(a.id());
+    wait_for(
+        "the first harness's lease",
+        Duration::from_secs(60),
+        &mut || lease(&leases, "rig-emulated").is_some_and(|(_, pid)| pid == a_pid),
+    );
+    // Let it renew once, then kill it where it stands.
+    std::thread::sleep(Duration::from_secs(3));
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let (expires, _) = lease(&leases, "rig-emulated").unwrap();
+    assert!(
+        expires > now_ms(),
+        "the lease expired before the test could check it"
+    );
+    let b_out = tempfile::tempdir().unwrap();
+    let b = start(b_out.path());
+    let b_pid = u64::from(b.id());
+    wait_for(
+        "the second harness to take the lease",
+        Duration::from_secs(60),
+        &mut || lease(&leases, "rig-emulated").is_some_and(|(_, pid)| pid == b_pid),
+    );
+    let taken = now_ms();
+    assert!(
+        taken >= expires,
+        "the second harness took the lease {} ms before it expired",
+        expires - taken
+    );
+    assert!(
+        taken < expires + 3000,
+        "the second harness took the lease {} ms after it expired",
+        taken - expires
+    );
+    // It said what it waited for.
+    unsafe { libc::kill(b.id() as i32, libc::SIGTERM) };
+    let out = b.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("waiting for rig-emulated"), "{err}");
+    assert!(err.contains(&format!("held by {a_pid}@")), "{err}");
+}
