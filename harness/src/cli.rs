@@ -44,6 +44,9 @@ pub enum Command {
         #[arg(long)]
         no_verify: bool,
     },
+    /// Read the reports of finished runs.
+    #[command(subcommand)]
+    Report(ReportCommand),
 }
 
 /// `harness run`.
@@ -162,5 +165,21 @@ pub enum ImageCommand {
         /// Replace config.json with this file.
         #[arg(long, conflicts_with_all = ["set", "remove"])]
         config: Option<PathBuf>,
+    },
+}
+
+/// `harness report ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Show what changed from run A to run B: regressions, fixes, flaky tests, new and gone
+    /// tests, durations beyond ±25% and 5 s, changed figures.
+    ///
+    /// Exit codes: 0 no regression, 1 a test that passed in A failed in B, 2 a summary is
+    /// missing or corrupt.
+    Compare {
+        /// Run A: its folder (holding `summary.json`) or its `summary.json`.
+        a: PathBuf,
+        /// Run B: its folder or its `summary.json`.
+        b: PathBuf,
     },
 }

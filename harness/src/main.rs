@@ -64,6 +64,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             to,
             no_verify,
         } => flash(image, to, !no_verify),
+        Command::Report(cmd) => report(cmd),
     }
 }
 
@@ -347,6 +348,16 @@ fn image(cmd: ImageCommand) -> Result<i32> {
             }
             configure(&image, &changes)?;
             Ok(exit_code::SUCCESS)
+        }
+    }
+}
+
+fn report(cmd: harness::cli::ReportCommand) -> Result<i32> {
+    match cmd {
+        harness::cli::ReportCommand::Compare { a, b } => {
+            let comparison = harness::report::compare::compare_paths(&a, &b)?;
+            print!("{}", comparison.render());
+            Ok(comparison.exit_code())
         }
     }
 }

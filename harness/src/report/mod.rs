@@ -1,8 +1,11 @@
-//! Results and the reports made of them: the terminal, `junit.xml`, `summary.json`.
+//! Results and the reports made of them: the terminal, `junit.xml`, `summary.json`,
+//! `report.html`; and `harness report compare` over two runs' summaries.
 //!
 //! The runner hands each finished test to a [`Reporter`], which rewrites the files at once, so
 //! a run that is killed still leaves valid reports of what ran.
 
+pub mod compare;
+pub mod html;
 pub mod junit;
 pub mod summary;
 pub mod terminal;
@@ -263,7 +266,9 @@ impl Reporter {
         let xml = junit::render(&self.info, &self.results)?;
         write_atomic(&self.junit, xml.as_bytes())?;
         let json = summary::render(&self.info, &self.targets, &self.results, self.interrupted);
-        write_atomic(&self.dir.join("summary.json"), json.as_bytes())
+        write_atomic(&self.dir.join("summary.json"), json.as_bytes())?;
+        let page = html::render(&self.info, &self.targets, &self.results, self.interrupted);
+        write_atomic(&self.dir.join("report.html"), page.as_bytes())
     }
 }
 

@@ -1,0 +1,304 @@
+//! `report.html` as a browser shows it: a run built with the library API (no QEMU), its page
+//! opened in headless Chromium, the DOM it dumps checked, and a screenshot taken.
+//!
+//! Set `REPORT_HTML_OUT=DIR` to keep the run's folder (page, screenshot, DOM) in `DIR`.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use harness::report::{
+    Attempt, Outcome, Reporter, RunInfo, TargetReport, TargetStatus, TestResult,
+};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const BROKEN: &str = "the device did not come up: SSH never answered within 300s";
+
+fn result(suite: &str, name: &str, target: &str, outcome: Outcome, secs: f64) -> TestResult {
+    TestResult {
+        suite: suite.into(),
+        name: name.into(),
+        target: target.into(),
+        outcome,
+        duration: Duration::from_secs_f64(secs),
+        properties: vec![],
+        transcript: format!("$ run {name}\nok\n"),
+        console: String::new(),
+        attempts: vec![],
+    }
+}
+
+/// A spread run over two QEMU machines, the second broken, with one test of each kind.
+fn build_run(dir: &Path) {
+    let info = RunInfo {
+        title: "qemux86-64 x2".into(),
+        mode: "spread".into(),
+        image: "/var/images/balena-qemux86-64-6.0.13.img".into(),
+        started: SystemTime::UNIX_EPOCH + Duration::from_secs(1_748_743_200),
+        notes: vec![
+            "accelerator: tcg (KVM probe failed)".into(),
+            "network: user-mode".into(),
+        ],
+    };
+    let mut rep = Reporter::new(dir, dir.join("junit.xml"), info).unwrap();
+    for (name, status) in [
+        ("qemux86-64#1", TargetStatus::Done),
+        ("qemux86-64#2", TargetStatus::Broken(BROKEN.into())),
+    ] {
+        rep.set_target(TargetReport {
+            name: name.into(),
+            machine: "qemux86-64".into(),
+            status,
+            notes: vec!["accel tcg, 2 vCPU".into()],
+        })
+        .unwrap();
+    }
+    let q1 = "qemux86-64#1";
+    let q2 = "qemux86-64#2";
+
+    let mut boot = result("smoke", "boot", q1, Outcome::Passed, 31.4);
+    boot.properties = vec![
+        ("boot_seconds".into(), "28.7".into()),
+        ("bytes_served_v1".into(), "1048576".into()),
+    ];
+    boot.console = "[    0.000000] Linux version 6.1\r\n\x1b[0;32m  OK  \x1b[0m Reached target \
+                    Multi-User System.\r\n<script>alert(1)</script> & \x07bell\r\nlogin: "
+        .into();
+    rep.add(boot).unwrap();
+
+    rep.add(result(
+        "os",
+        "hostname",
+        q1,
+        Outcome::Failed("hostname is `balena`, expected `qemu-1`".into()),
+        2.2,
+    ))
+    .unwrap();
+
+    rep.add(result(
+        "os",
+        "lan",
+        q1,
+        Outcome::Skipped("the target has no LAN".into()),
+        0.0,
+    ))
+    .unwrap();
+
+    let mut logs = result("os", "logging", q1, Outcome::Passed, 5.1);
+    logs.attempts = vec![Attempt {
+        target: q1.into(),
+        outcome: Outcome::Failed("journalctl shows no boot entries".into()),
+        duration: Duration::from_secs_f64(4.0),
+        transcript: "$ journalctl --list-boots\n".into(),
+        console: String::new(),
+    }];
+    rep.add(logs).unwrap();
+
+    let mut ssh = result("smoke", "ssh", q1, Outcome::Passed, 1.3);
+    ssh.attempts = vec![Attempt {
+        target: q2.into(),
+        outcome: Outcome::Error(BROKEN.into()),
+        duration: Duration::from_secs(300),
+        transcript: String::new(),
+        console: "U-Boot 2024.01\r\nStarting kernel ...\r\n".into(),
+    }];
+    rep.add(ssh).unwrap();
+}
+
+/// Runs Chromium headless with `args` and the page, in its own process group, killed after
+/// 60 s; returns its stdout.
+fn chromium(dir: &Path, args: &[String], page: &Path) -> String {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install Debian's chromium (scripts/setup does)"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.join("chromium.out"), dir.join("chromium.err"));
+    let mut child = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Chromium's helpers (zygote, renderer) share its group: end them all, whatever happened.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+    match status {
+        None => panic!("chromium did not finish within 60s; its stderr ends:\n{tail:?}"),
+        Some(s) if !s.success() => panic!("chromium failed ({s}); its stderr ends:\n{tail:?}"),
+        Some(_) => std::fs::read_to_string(&out).unwrap(),
+    }
+}
+
+/// The element (up to its closing tag) whose opening tag holds `attrs`.
+fn element<'a>(dom: &'a str, tag: &str, attrs: &str) -> &'a str {
+    let at = dom
+        .find(attrs)
+        .unwrap_or_else(|| panic!("no <{tag}> with {attrs} in the DOM"));
+    let start = dom[..at].rfind(&format!("<{tag}")).unwrap();
+    let end = at + dom[at..].find(&format!("</{tag}>")).unwrap();
+    &dom[start..end]
+}
+
+fn cell<'a>(dom: &'a str, test: &str, target: &str) -> &'a str {
+    element(
+        dom,
+        "td",
+        &format!("data-test=\"{test}\" data-target=\"{target}\""),
+    )
+}
+
+#[test]
+fn chromium_shows_the_run() {
+    let started = Instant::now();
+    let (_tmp, dir): (Option<tempfile::TempDir>, PathBuf) =
+        match std::env::var_os("REPORT_HTML_OUT") {
+            Some(d) => {
+                let d = PathBuf::from(d);
+                let _ = std::fs::remove_dir_all(&d);
+                (None, d)
+            }
+            None => {
+                let t = tempfile::tempdir().unwrap();
+                let d = t.path().to_path_buf();
+                (Some(t), d)
+            }
+        };
+    build_run(&dir);
+    let page = dir.join("report.html").canonicalize().unwrap();
+    let html = std::fs::read_to_string(&page).unwrap();
+    let external = regex::Regex::new(r#"(?i)(src|href)\s*=\s*["']?\s*(https?:)?//"#).unwrap();
+    assert!(
+        !external.is_match(&html),
+        "the page loads something from outside"
+    );
+    assert!(!html.contains("url("), "the page's CSS loads something");
+
+    let dom = chromium(&dir, &["--dump-dom".into()], &page);
+    std::fs::write(dir.join("dom.html"), &dom).unwrap();
+    assert!(dom.contains("<h1>harness: qemux86-64 x2</h1>"), "{dom}");
+    assert!(dom.contains("balena-qemux86-64-6.0.13.img"));
+    assert!(dom.contains("2025-06-01 02:00:00 UTC"));
+    assert!(dom.contains("accelerator: tcg (KVM probe failed)"));
+    for (count, n) in [
+        ("passed", 2),
+        ("failed", 1),
+        ("flaky", 1),
+        ("skipped", 1),
+        ("error", 0),
+    ] {
+        assert!(
+            dom.contains(&format!("data-count=\"{count}\" data-n=\"{n}\"")),
+            "{count}"
+        );
+    }
+
+    // The targets and their states.
+    let t1 = element(
+        &dom,
+        "tr",
+        "data-target=\"qemux86-64#1\" data-state=\"done\"",
+    );
+    assert!(
+        t1.contains(">done<") && t1.contains("accel tcg, 2 vCPU"),
+        "{t1}"
+    );
+    let t2 = element(
+        &dom,
+        "tr",
+        "data-target=\"qemux86-64#2\" data-state=\"broken\"",
+    );
+    assert!(t2.contains(">broken<") && t2.contains(BROKEN), "{t2}");
+
+    // Each cell's status label, with its duration, message and figures.
+    let q1 = "qemux86-64#1";
+    let q2 = "qemux86-64#2";
+    let boot = cell(&dom, "smoke/boot", q1);
+    assert!(boot.contains("data-status=\"passed\"") && boot.contains(">passed</span>"));
+    assert!(boot.contains("31.4s"), "{boot}");
+    assert!(boot.contains("<dt>boot_seconds</dt><dd data-figure=\"boot_seconds\">28.7</dd>"));
+    assert!(boot.contains("<dd data-figure=\"bytes_served_v1\">1048576</dd>"));
+    assert!(cell(&dom, "smoke/boot", q2).contains("data-status=\"none\""));
+    let hostname = cell(&dom, "os/hostname", q1);
+    assert!(hostname.contains(">failed</span>"), "{hostname}");
+    assert!(hostname.contains("hostname is `balena`, expected `qemu-1`"));
+    let lan = cell(&dom, "os/lan", q1);
+    assert!(lan.contains(">skipped</span>") && lan.contains("the target has no LAN"));
+    let logging = cell(&dom, "os/logging", q1);
+    assert!(logging.contains("data-status=\"flaky\"") && logging.contains(">flaky</span>"));
+    assert!(logging.contains(">failed, rerun</span>"), "{logging}");
+    assert!(logging.contains("journalctl shows no boot entries"));
+    let ssh_there = cell(&dom, "smoke/ssh", q2);
+    assert!(
+        ssh_there.contains("data-status=\"infra-error\""),
+        "{ssh_there}"
+    );
+    assert!(ssh_there.contains(">infra error</span>") && ssh_there.contains(BROKEN));
+    assert!(ssh_there.contains("then ran on qemux86-64#1"));
+    assert!(cell(&dom, "smoke/ssh", q1).contains(">passed</span>"));
+
+    // The logs, one click away, and the console's markup as text.
+    assert!(boot.contains("<details class=\"log\" data-log=\"ssh\"><summary>SSH transcript"));
+    let console = element(boot, "details", "data-log=\"console\"");
+    assert!(
+        console.contains("<pre>[    0.000000] Linux version 6.1\n"),
+        "{console}"
+    );
+    assert!(
+        console.contains("  OK   Reached target Multi-User System."),
+        "{console}"
+    );
+    assert!(console.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; bell"));
+    assert!(
+        !dom.contains("<script"),
+        "the console's <script> became an element"
+    );
+    assert!(!dom.contains('\x1b') && !dom.contains('\x07'));
+    assert!(element(ssh_there, "details", "data-log=\"console\"").contains("U-Boot 2024.01"));
+
+    let shot = dir.join("report.png");
+    chromium(
+        &dir,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,900".into(),
+        ],
+        &page,
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 20_000, "{} is {size} bytes", shot.display());
+    eprintln!(
+        "report: {} ({size}-byte screenshot) in {:.1}s",
+        page.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
