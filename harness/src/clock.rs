@@ -58,6 +58,14 @@ impl Utc {
         )
     }
 
+    /// `2026-11-25 21:45:03 UTC`.
+    pub fn text(&self) -> String {
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+
     /// `20261125-214503`, for folder names.
     pub fn stamp(&self) -> String {
         format!(
@@ -77,5 +85,6 @@ mod tests {
         // 2024-02-29 (a leap day) 12:34:56.
         assert_eq!(utc(1_709_210_096).stamp(), "20240229-123456");
         assert_eq!(utc(1_709_210_096).minute_text(), "2024-02-29 12:34 UTC");
+        assert_eq!(utc(1_709_210_096).text(), "2024-02-29 12:34:56 UTC");
     }
 }

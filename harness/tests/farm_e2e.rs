@@ -9,10 +9,38 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{assert_valid_junit, harness, scratch, stderr, summary, QEMU};
 
+/// A suite with one test that fails on its first run and passes on any later one: it checks
+/// a file the harness fetched from a device on an earlier run (a leftover on the host, the
+/// classic cause of a flaky test). `out` is the run's folder, where fetched files land.
+fn flaky_suite(dir: &Path, out: &Path) -> std::path::PathBuf {
+    let suite = dir.join("leftover");
+    std::fs::create_dir_all(&suite).unwrap();
+    std::fs::create_dir_all(out.join("files")).unwrap();
+    std::fs::write(out.join("files/hostname"), "none\n").unwrap();
+    std::os::unix::fs::symlink(out.join("files"), suite.join("files")).unwrap();
+    std::fs::write(
+        suite.join("suite.yaml"),
+        "description: depends on a leftover of an earlier run\nconfig:\n  developmentMode: true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        suite.join("leftover.yaml"),
+        r#"description: passes only when an earlier run left the device's hostname on the host
+steps:
+  - copy: {from: files/hostname, to_device: /tmp/earlier}
+  - copy: {from_device: /etc/hostname}
+  - ssh: {run: 'echo "earlier run saw $(cat /tmp/earlier)"; test "$(cat /tmp/earlier)" != none'}
+"#,
+    )
+    .unwrap();
+    suite
+}
+
 #[test]
 fn a_target_that_never_boots_is_retried_and_the_suite_passes_on_the_other() {
     let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
+    let flaky = flaky_suite(&scratch("suites"), dir.path());
     // A good machine beside one whose firmware never boots (its boot times out in 30 s).
     let out = harness()
         .args([
@@ -22,8 +50,15 @@ fn a_target_that_never_boots_is_retried_and_the_suite_passes_on_the_other() {
             "--machine",
             "harness/tests/fixtures/broken-firmware.yaml",
             "suite/smoke",
+        ])
+        .arg(&flaky)
+        .args([
+            "--rerun-failures",
+            "1",
             "--retries",
             "2",
+            "--follow",
+            "qemux86-64#1",
             "--out",
         ])
         .arg(dir.path())
@@ -31,10 +66,32 @@ fn a_target_that_never_boots_is_retried_and_the_suite_passes_on_the_other() {
         .unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
+    // --follow streamed the good machine's console to stdout as it booted.
+    let followed = String::from_utf8_lossy(&out.stdout);
+    assert!(followed.contains("Linux version"), "{followed}");
     let junit = dir.path().join("junit.xml");
     assert_valid_junit(&junit);
     let s = summary(dir.path());
     assert_eq!(s["counts"]["passed"], 3, "{s}");
+    // The test that failed and then passed on a rerun is flaky, not passed.
+    assert_eq!(s["counts"]["flaky"], 1, "{s}");
+    let leftover = s["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "leftover")
+        .unwrap()
+        .clone();
+    assert_eq!(leftover["flaky"], true, "{leftover}");
+    assert!(
+        leftover["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["outcome"] == "failed"),
+        "{leftover}"
+    );
+    assert!(err.contains("FLAKY"), "{err}");
     let targets = s["targets"].as_array().unwrap();
     let state = |name: &str| {
         targets
@@ -61,6 +118,7 @@ fn a_target_that_never_boots_is_retried_and_the_suite_passes_on_the_other() {
     let retried: Vec<_> = tests
         .iter()
         .flat_map(|t| t["attempts"].as_array().unwrap().iter())
+        .filter(|a| a["outcome"] == "error")
         .collect();
     assert!(!retried.is_empty(), "no retried test in {s}");
     for a in retried {
@@ -77,6 +135,7 @@ fn a_target_that_never_boots_is_retried_and_the_suite_passes_on_the_other() {
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains(r#"type="infrastructure""#), "{xml}");
     assert!(xml.contains("<flakyError"), "{xml}");
+    assert!(xml.contains("<flakyFailure"), "{xml}");
     assert!(err.contains("out of this run"), "{err}");
 }
 

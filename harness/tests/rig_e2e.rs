@@ -9,18 +9,57 @@ use std::path::Path;
 use common::{assert_valid_junit, harness, qemu_pids_mentioning, stderr, summary, QEMU};
 
 #[test]
-fn smoke_suite_passes_on_the_emulated_rig() {
+fn a_health_check_brings_the_emulated_rig_back_into_rotation() {
     let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
+    let state = common::scratch("state");
+    // An earlier failure took the rig out of rotation: the pool has none left to offer.
+    std::fs::create_dir_all(state.join("rotation")).unwrap();
+    std::fs::write(
+        state.join("rotation/emulated.json"),
+        r#"{"rig":"emulated","in_rotation":false,"reason":"flash verify failed at 128 MiB","since":1764100000,"checked":1764100000,"run":""}"#,
+    )
+    .unwrap();
+    let rigs = || {
+        let out = harness()
+            .arg("rigs")
+            .env("HARNESS_STATE", &state)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(rigs().contains("out of rotation since"), "{}", rigs());
     let out = harness()
-        .args(["run", "--rig", "emulated", "suite/smoke", "--out"])
+        .args(["run", "--rigs", "tag=emulated", "suite/smoke"])
+        .env("HARNESS_STATE", &state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("none of them in rotation"),
+        "{}",
+        stderr(&out)
+    );
+
+    // The health check boots the known-good image on it and runs suite/smoke.
+    let out = harness()
+        .args(["health", "--rig", "emulated", "--out"])
         .arg(dir.path())
+        .env("HARNESS_STATE", &state)
         .output()
         .unwrap();
     let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(0), "{err}");
-    assert_valid_junit(&dir.path().join("junit.xml"));
-    let s = summary(dir.path());
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}{err}");
+    assert!(said.contains("emulated     healthy: in rotation"), "{said}");
+    assert!(
+        rigs().contains("in rotation (health check passed"),
+        "{}",
+        rigs()
+    );
+    let run = dir.path().join("emulated");
+    assert_valid_junit(&run.join("junit.xml"));
+    let s = summary(&run);
     assert_eq!(s["counts"]["passed"], 3, "{s}");
     assert_eq!(s["run"]["title"], "rig-emulated", "{s}");
     // The board flow went through the ordinary drivers: a card file, QMP, a pty UART.
@@ -33,7 +72,7 @@ fn smoke_suite_passes_on_the_emulated_rig() {
         assert!(notes.contains(driver), "{driver} not in {notes}");
     }
     assert!(err.contains(", verified in "), "no flash figures: {err}");
-    let serial = std::fs::read_to_string(dir.path().join("rig-emulated/serial.log")).unwrap();
+    let serial = std::fs::read_to_string(run.join("rig-emulated/serial.log")).unwrap();
     assert!(
         serial.contains("Linux version"),
         "the kernel's boot lines are in serial.log"

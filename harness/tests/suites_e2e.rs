@@ -149,8 +149,11 @@ fn suite_engine_passes_and_reports_bytes() {
 }
 
 #[test]
-fn layer_reuse_fails_with_the_figures_when_v2_shares_no_layer() {
-    let (code, err, dir) = run_suite("suite/engine-negative", &["--var", "engine_v2=all-new"]);
+fn layer_reuse_fails_with_the_figures_when_v2_shares_no_layer_and_again_on_a_rerun() {
+    let (code, err, dir) = run_suite(
+        "suite/engine-negative",
+        &["--var", "engine_v2=all-new", "--rerun-failures", "1"],
+    );
     assert_eq!(code, Some(1), "{err}");
     let t = tests(dir.path());
     assert_eq!(outcome_of(&t, "pull-and-run")["outcome"], "passed");
@@ -158,6 +161,13 @@ fn layer_reuse_fails_with_the_figures_when_v2_shares_no_layer() {
     assert_eq!(reuse["outcome"], "failed", "{reuse}");
     let msg = reuse["message"].as_str().unwrap();
     assert!(msg.contains("bytes") && msg.contains("not reused"), "{msg}");
+    // It was rerun once on a fresh device, failed the same way, and is not flaky.
+    let earlier = reuse["attempts"].as_array().unwrap();
+    assert_eq!(earlier.len(), 1, "{reuse}");
+    assert_eq!(earlier[0]["outcome"], "failed", "{reuse}");
+    assert_eq!(reuse["flaky"], false, "{reuse}");
+    let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
+    assert!(xml.contains("<rerunFailure"), "{xml}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use quick_junit::{
     NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestRerun, TestSuite,
 };
 
+use super::html::clean;
 use super::{Attempt, Outcome, RunInfo, TestResult};
 use crate::error::{Context, Result};
 
@@ -137,13 +138,6 @@ fn non_success(kind: NonSuccessKind, msg: &str) -> TestCaseStatus {
     let mut s = TestCaseStatus::non_success(kind);
     s.set_message(msg.to_string());
     s
-}
-
-/// Drops the control characters XML 1.0 cannot hold (consoles print escape codes).
-fn clean(s: &str) -> String {
-    s.chars()
-        .filter(|&c| c == '\n' || c == '\t' || c == '\r' || c >= ' ')
-        .collect()
 }
 
 #[cfg(test)]

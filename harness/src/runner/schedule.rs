@@ -216,6 +216,32 @@ mod tests {
     }
 
     #[test]
+    fn chains_split_independent_suites_by_test_and_others_at_fresh_tests() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let suites = ["suite/os", "suite/hup", "suite/engine"].map(String::from);
+        let plan = crate::runner::plan::build(&root, "qemux86-64", &suites, None).unwrap();
+        let lens: Vec<(usize, usize)> = chains(&plan)
+            .iter()
+            .map(|c| (c.suite, c.tests.len()))
+            .collect();
+        // os: independent, 8 tests; hup: 4 fresh tests; engine: 5 tests on one device.
+        let mut want = vec![(0, 1); 8];
+        want.extend([(1, 1); 4]);
+        want.push((2, 5));
+        assert_eq!(lens, want);
+        let filtered =
+            crate::runner::plan::build(&root, "qemux86-64", &suites, Some("engine/(delta|socket)"))
+                .unwrap();
+        assert_eq!(
+            chains(&filtered),
+            vec![Chain {
+                suite: 2,
+                tests: vec![3, 4]
+            }]
+        );
+    }
+
+    #[test]
     fn a_retried_job_goes_to_another_target_first() {
         let q = Queue::new(
             vec![job(0, None), job(1, None)],
