@@ -12,7 +12,7 @@
 //! one, rewritten in place under the lock rather than replaced.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -490,36 +490,7 @@ fn write(dir: &Path, name: &str, info: &LeaseInfo) -> Result<()> {
     let path = lease_path(dir, name);
     let json =
         serde_json::to_vec_pretty(info).infra_ctx(|| format!("cannot write {}", path.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .infra_ctx(|| format!("cannot write {}", path.display()))?;
-    tmp.write_all(&json)
-        .and_then(|()| {
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o666))
-        })
-        .infra_ctx(|| format!("cannot write {}", path.display()))?;
-    match tmp.persist(&path) {
-        Ok(_) => Ok(()),
-        // In a sticky folder only a file's owner may replace it: rewrite it in place, which
-        // is safe since every reader holds the lock.
-        Err(e) if e.error.kind() == ErrorKind::PermissionDenied => {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(&path)
-                .infra_ctx(|| format!("cannot write {}", path.display()))?;
-            file.write_all(&json)
-                .infra_ctx(|| format!("cannot write {}", path.display()))
-        }
-        Err(e) => Err(Error::infra(format!(
-            "cannot write {}: {}",
-            path.display(),
-            e.error
-        ))),
-    }
+    crate::paths::write_atomically(&path, &json, 0o666)
 }
 
 /// An exclusive `flock` on `<dir>/NAME.lock`, released when dropped.

@@ -55,3 +55,33 @@ pub fn state_dir() -> PathBuf {
         .join("state")
         .join("harness")
 }
+
+/// Writes `bytes` to `path` atomically (a temp file in the same folder, renamed over it) with
+/// permission bits `mode`. In a sticky folder only a file's owner may replace it; there the
+/// file is rewritten in place, which callers make safe by holding a lock.
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use crate::error::Context;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let cannot = || format!("cannot write {}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .infra_ctx(cannot)?;
+    tmp.write_all(bytes)
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+        })
+        .infra_ctx(cannot)?;
+    match tmp.persist(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.error.kind() == std::io::ErrorKind::PermissionDenied => {
+            std::fs::write(path, bytes).infra_ctx(cannot)
+        }
+        Err(e) => Err(Error::infra(format!("{}: {}", cannot(), e.error))),
+    }
+}

@@ -4,8 +4,7 @@
 //! The state is one JSON file per rig, `<state>/rotation/<rig>.json`. A rig never checked is
 //! in rotation.
 
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::PermissionsExt;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -104,7 +103,7 @@ fn in_rotation_in(dir: &Path, rig: &str) -> bool {
 
 fn set_status(dir: &Path, rig: &str, in_rotation: bool, reason: &str, run: &str) -> Result<()> {
     let path = path(dir, rig)?;
-    let now = now_secs();
+    let now = crate::clock::now_unix();
     // A corrupt file is replaced: this check is the fresh word on the rig.
     let since = match status_in(dir, rig) {
         Ok(Some(old)) if old.in_rotation == in_rotation => old.since,
@@ -121,25 +120,7 @@ fn set_status(dir: &Path, rig: &str, in_rotation: bool, reason: &str, run: &str)
     std::fs::create_dir_all(dir).infra_ctx(|| format!("cannot create {}", dir.display()))?;
     let json = serde_json::to_vec_pretty(&status)
         .infra_ctx(|| format!("cannot write {}", path.display()))?;
-    // Atomically: a temp file in the same folder, renamed over the old state.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{rig}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .infra_ctx(|| format!("cannot write {}", path.display()))?;
-    tmp.write_all(&json)
-        .and_then(|()| {
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))
-        })
-        .infra_ctx(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(&path)
-        .map(|_| ())
-        .map_err(|e| Error::infra(format!("cannot write {}: {}", path.display(), e.error)))
-}
-
-fn now_secs() -> u64 {
-    crate::clock::now_unix()
+    crate::paths::write_atomically(&path, &json, 0o644)
 }
 
 /// `2026-11-25 21:45 UTC` from Unix seconds.
