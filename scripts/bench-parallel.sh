@@ -44,3 +44,11 @@ print(f"  twice in sequence           {seq:7.1f} s")
 print(f"  --parallel 2 --each         {t['parallel-2-each']:7.1f} s   speed-up x{seq / t['parallel-2-each']:.2f} over twice in sequence")
 print(f"  --parallel 2 (shared out)   {t['parallel-2']:7.1f} s   speed-up x{t['sequential-1'] / t['parallel-2']:.2f} over one machine")
 PY
+
+# Disk: each machine writes into its own copy-on-write overlay over the one base image.
+image=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["run"]["image"])' \
+  "$work/parallel-2-each/summary.json")
+echo "  disk: base image $(du -k --apparent-size "$image" | cut -f1) KiB apparent," \
+  "$(du -k "$image" | cut -f1) KiB allocated; overlays after the whole suite:"
+find "$work/parallel-2-each" -name overlay.qcow2 -exec du -k {} + |
+  sed "s|$work/||; s|^|    |; s|\t| KiB  |"

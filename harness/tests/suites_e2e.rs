@@ -129,35 +129,56 @@ fn suite_hup_passes() {
     }
 }
 
+/// The test named `name` of `suite`.
+fn test_of<'a>(tests: &'a [serde_json::Value], suite: &str, name: &str) -> &'a serde_json::Value {
+    tests
+        .iter()
+        .find(|t| t["suite"] == suite && t["name"] == name)
+        .unwrap_or_else(|| panic!("no test {suite}/{name}"))
+}
+
+/// suite/engine and its negative twin in one run, on two machines at once.
 #[test]
-fn suite_engine_passes_and_reports_bytes() {
-    let (code, err, dir) = run_suite("suite/engine", &[]);
-    assert_eq!(code, Some(0), "{err}");
+fn suite_engine_passes_with_the_bytes_and_layer_reuse_fails_when_v2_shares_no_layer() {
+    let (code, err, dir) = run_suite(
+        "suite/engine",
+        &[
+            "suite/engine-negative",
+            "--parallel",
+            "2",
+            "--rerun-failures",
+            "1",
+        ],
+    );
+    assert_eq!(code, Some(1), "{err}");
     let t = tests(dir.path());
-    assert_eq!(outcome_of(&t, "delta")["outcome"], "skipped");
-    assert!(outcome_of(&t, "delta")["message"]
-        .as_str()
-        .unwrap()
-        .contains("404"));
-    let props = outcome_of(&t, "layer-reuse")["properties"].to_string();
+    let delta = test_of(&t, "engine", "delta");
+    assert_eq!(delta["outcome"], "skipped", "{delta}");
+    assert!(
+        delta["message"].as_str().unwrap().contains("404"),
+        "{delta}"
+    );
+    for name in [
+        "engine-healthy",
+        "pull-and-run",
+        "layer-reuse",
+        "socket-exposure",
+    ] {
+        let test = test_of(&t, "engine", name);
+        assert_eq!(test["outcome"], "passed", "{test}");
+    }
+    let props = test_of(&t, "engine", "layer-reuse")["properties"].to_string();
     assert!(
         props.contains("bytes_served_v2") && props.contains("ratio_v2"),
         "{props}"
     );
     let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     assert!(xml.contains("pull-and-run.bytes_served_v1"), "{xml}");
-}
 
-#[test]
-fn layer_reuse_fails_with_the_figures_when_v2_shares_no_layer_and_again_on_a_rerun() {
-    let (code, err, dir) = run_suite(
-        "suite/engine-negative",
-        &["--var", "engine_v2=all-new", "--rerun-failures", "1"],
-    );
-    assert_eq!(code, Some(1), "{err}");
-    let t = tests(dir.path());
-    assert_eq!(outcome_of(&t, "pull-and-run")["outcome"], "passed");
-    let reuse = outcome_of(&t, "layer-reuse");
+    // The negative suite: v2 from new layers only, so layer reuse fails with the figures.
+    let pull = test_of(&t, "engine-negative", "pull-and-run");
+    assert_eq!(pull["outcome"], "passed", "{pull}");
+    let reuse = test_of(&t, "engine-negative", "layer-reuse");
     assert_eq!(reuse["outcome"], "failed", "{reuse}");
     let msg = reuse["message"].as_str().unwrap();
     assert!(msg.contains("bytes") && msg.contains("not reused"), "{msg}");
@@ -166,7 +187,6 @@ fn layer_reuse_fails_with_the_figures_when_v2_shares_no_layer_and_again_on_a_rer
     assert_eq!(earlier.len(), 1, "{reuse}");
     assert_eq!(earlier[0]["outcome"], "failed", "{reuse}");
     assert_eq!(reuse["flaky"], false, "{reuse}");
-    let xml = std::fs::read_to_string(dir.path().join("junit.xml")).unwrap();
     assert!(xml.contains("<rerunFailure"), "{xml}");
 }
 

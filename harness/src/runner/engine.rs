@@ -2,8 +2,8 @@
 //! measured in bytes on the wire, layer reuse, and balenaEngine deltas.
 //!
 //! The registry starts with the first check that needs it and serves `app:v1` and `app:v2`,
-//! which share their busybox base layer (or, with `--var engine_v2=all-new`, share nothing:
-//! the negative check for layer reuse).
+//! which share their busybox base layer (or, where the variable `engine_v2` is `all-new`,
+//! share nothing: the negative check for layer reuse).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,13 +21,21 @@ pub struct Fixture {
     images: BTreeMap<String, AppImage>,
     /// Where the device reaches the registry (`10.0.2.2:PORT` under user networking).
     seen_at: SocketAddr,
+    /// Whether `app:v2` shares no layer with `app:v1`.
+    all_new: bool,
+}
+
+/// Whether the suite asks for an `app:v2` that shares no layer with `app:v1`.
+fn wants_all_new(dut: &Dut) -> bool {
+    dut.vars.get("engine_v2").is_some_and(|v| v == "all-new")
 }
 
 impl Fixture {
     fn start(dut: &Dut) -> Result<Fixture> {
         let base = BaseLayer::from_busybox(std::path::Path::new(registry::HOST_BUSYBOX))?;
         let v1 = registry::build_app("v1", b"harness app payload, version 1\n", &base);
-        let v2 = if dut.vars.get("engine_v2").is_some_and(|v| v == "all-new") {
+        let all_new = wants_all_new(dut);
+        let v2 = if all_new {
             registry::build_app_all_new("v2", b"harness app payload, version 2\n", &base)
         } else {
             registry::build_app("v2", b"harness app payload, version 2\n", &base)
@@ -50,6 +58,7 @@ impl Fixture {
             registry,
             images,
             seen_at,
+            all_new,
         })
     }
 
@@ -59,10 +68,13 @@ impl Fixture {
 }
 
 fn fixture<'a>(dut: &'a mut Dut) -> Result<&'a Fixture> {
-    if dut.engine.is_none() {
+    // A suite that wants other images than the running registry serves gets a new one.
+    if dut.engine.as_ref().map(|f| f.all_new) != Some(wants_all_new(dut)) {
+        dut.engine = None;
         let f = Fixture::start(dut)?;
         dut.note(&format!(
-            "registry serving app:v1 and app:v2 at {}",
+            "registry serving app:v1 and app:v2{} at {}",
+            if f.all_new { " (sharing no layer)" } else { "" },
             f.seen_at
         ));
         dut.engine = Some(f);

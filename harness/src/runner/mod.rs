@@ -186,8 +186,12 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
     )?);
     let names: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();
     let first = &machines[&specs[0].machine].plan;
+    let mut chains = schedule::chains(first);
+    if specs.len() > 1 && !opts.each {
+        schedule::longest_first(&mut chains, first);
+    }
     let mut jobs = Vec::new();
-    for chain in schedule::chains(first) {
+    for chain in chains {
         let owners: Vec<Option<String>> = if opts.each {
             names.iter().cloned().map(Some).collect()
         } else {

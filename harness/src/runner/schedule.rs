@@ -52,6 +52,17 @@ pub fn chains(plan: &Plan) -> Vec<Chain> {
     out
 }
 
+/// Puts each suite's longest chains first, by the boots their tests ask for, so that with
+/// several targets the long chains start at once and the short ones fill in at the end.
+/// Suites keep their order, and chains that ask for as many boots keep theirs.
+pub fn longest_first(chains: &mut [Chain], plan: &Plan) {
+    let boots = |c: &Chain| -> usize {
+        let tests = &plan.suites[c.suite].suite.tests;
+        c.tests.iter().map(|&t| tests[t].1.boots()).sum()
+    };
+    chains.sort_by_key(|c| (c.suite, std::cmp::Reverse(boots(c))));
+}
+
 /// A chain to run, with what its earlier attempts left.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -238,6 +249,34 @@ mod tests {
                 suite: 2,
                 tests: vec![3, 4]
             }]
+        );
+    }
+
+    #[test]
+    fn the_chains_with_the_most_boots_go_first_within_each_suite() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let suites = ["suite/os", "suite/engine"].map(String::from);
+        let plan = crate::runner::plan::build(&root, "qemux86-64", &suites, None).unwrap();
+        let mut c = chains(&plan);
+        longest_first(&mut c, &plan);
+        let names: Vec<&str> = c
+            .iter()
+            .map(|c| plan.suites[c.suite].suite.tests[c.tests[0]].0.as_str())
+            .collect();
+        // persistent-logging boots three times, production-mode once, the others never.
+        assert_eq!(
+            names,
+            [
+                "persistent-logging",
+                "production-mode",
+                "os-release",
+                "hostname",
+                "hostname-mdns",
+                "networking",
+                "networking-lan",
+                "development-mode",
+                "engine-healthy",
+            ]
         );
     }
 
