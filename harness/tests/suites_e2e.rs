@@ -40,22 +40,48 @@ fn outcome_of<'a>(tests: &'a [serde_json::Value], name: &str) -> &'a serde_json:
         .unwrap_or_else(|| panic!("no test {name}"))
 }
 
+/// The test named `name` of `suite`.
+fn test_of<'a>(tests: &'a [serde_json::Value], suite: &str, name: &str) -> &'a serde_json::Value {
+    tests
+        .iter()
+        .find(|t| t["suite"] == suite && t["name"] == name)
+        .unwrap_or_else(|| panic!("no test {suite}/{name}"))
+}
+
+/// suite/os and its negative twin in one run, on two machines at once.
 #[test]
-fn suite_os_passes_on_two_machines_at_once_each_on_its_own_private_lan() {
-    let (code, err, dir) = run_suite("suite/os", &["--parallel", "2"]);
-    assert_eq!(code, Some(0), "{err}");
+fn suite_os_passes_on_two_machines_each_on_its_own_lan_and_os_negative_names_what_broke() {
+    let (code, err, dir) = run_suite("suite/os", &["suite/os-negative", "--parallel", "2"]);
+    assert_eq!(code, Some(1), "{err}");
     let s = common::summary(dir.path());
-    assert_eq!(s["counts"]["passed"], 8, "{s}");
+    let t = tests(dir.path());
+    let os: Vec<_> = t.iter().filter(|t| t["suite"] == "os").collect();
+    assert_eq!(os.len(), 8, "{s}");
+    for test in &os {
+        assert_eq!(test["outcome"], "passed", "{test}");
+    }
     // The tests were shared out: both machines ran some, each on a LAN of its own.
     for target in ["qemux86-64#1", "qemux86-64#2"] {
         assert!(
-            tests(dir.path()).iter().any(|t| t["target"] == target),
+            t.iter().any(|t| t["target"] == target),
             "{target} ran no test: {s}"
         );
         assert!(
             err.contains(&format!("[{target}] network: private LAN")),
             "{err}"
         );
+    }
+
+    // The negative suite: each test after a fault fails and names the broken behaviour.
+    for (name, names) in [
+        ("os-release", "SLUG"),
+        ("hostname", "hostname"),
+        ("development-mode", "2375"),
+    ] {
+        let test = test_of(&t, "os-negative", name);
+        assert_eq!(test["outcome"], "failed", "{test}");
+        let msg = test["message"].as_str().unwrap();
+        assert!(msg.contains(names), "{name}: {msg}");
     }
 }
 
@@ -89,35 +115,22 @@ fn suite_os_without_cap_net_admin_skips_the_lan_tests_and_says_why() {
     }
 }
 
+/// suite/hup and its negative twin in one run, on two machines at once.
 #[test]
-fn suite_os_negative_fails_and_names_each_broken_behaviour() {
-    let (code, err, dir) = run_suite("suite/os-negative", &[]);
+fn suite_hup_passes_and_rollbacks_fail_when_the_fallback_or_the_health_check_is_broken() {
+    let (code, err, dir) = run_suite("suite/hup", &["suite/hup-negative", "--parallel", "2"]);
     assert_eq!(code, Some(1), "{err}");
     let t = tests(dir.path());
-    let os_release = outcome_of(&t, "os-release");
-    assert_eq!(os_release["outcome"], "failed", "{os_release}");
-    assert!(
-        os_release["message"].as_str().unwrap().contains("SLUG"),
-        "{os_release}"
-    );
-    let hostname = outcome_of(&t, "hostname");
-    assert_eq!(hostname["outcome"], "failed", "{hostname}");
-    assert!(
-        hostname["message"].as_str().unwrap().contains("hostname"),
-        "{hostname}"
-    );
-    let dev = outcome_of(&t, "development-mode");
-    assert_eq!(dev["outcome"], "failed", "{dev}");
-    assert!(dev["message"].as_str().unwrap().contains("2375"), "{dev}");
-}
-
-#[test]
-fn suite_hup_passes() {
-    let (code, err, dir) = run_suite("suite/hup", &["--parallel", "2"]);
-    assert_eq!(code, Some(0), "{err}");
-    let t = tests(dir.path());
-    let power = outcome_of(&t, "power-loss");
-    let props = power["properties"].to_string();
+    for name in [
+        "update",
+        "rollback-health",
+        "rollback-altboot",
+        "power-loss",
+    ] {
+        let test = test_of(&t, "hup", name);
+        assert_eq!(test["outcome"], "passed", "{test}");
+    }
+    let props = test_of(&t, "hup", "power-loss")["properties"].to_string();
     for point in [
         "before-write",
         "mid-write",
@@ -127,14 +140,17 @@ fn suite_hup_passes() {
     ] {
         assert!(props.contains(&format!("cut_{point}")), "{props}");
     }
-}
 
-/// The test named `name` of `suite`.
-fn test_of<'a>(tests: &'a [serde_json::Value], suite: &str, name: &str) -> &'a serde_json::Value {
-    tests
-        .iter()
-        .find(|t| t["suite"] == suite && t["name"] == name)
-        .unwrap_or_else(|| panic!("no test {suite}/{name}"))
+    // The negative suite: GRUB without its fallback, an update with rollback-health masked.
+    let altboot = test_of(&t, "hup-negative", "rollback-altboot");
+    assert_eq!(altboot["outcome"], "failed", "{altboot}");
+    let msg = altboot["message"].as_str().unwrap();
+    assert!(msg.contains("panicked") && msg.contains("loop"), "{msg}");
+    // With rollback-health masked in the new OS, nothing brings the old one back.
+    let health = test_of(&t, "hup-negative", "rollback-health");
+    assert_eq!(health["outcome"], "failed", "{health}");
+    let msg = health["message"].as_str().unwrap();
+    assert!(msg.contains("VERSION_ID=1.0.1"), "{msg}");
 }
 
 /// suite/engine and its negative twin in one run, on two machines at once.
@@ -188,20 +204,4 @@ fn suite_engine_passes_with_the_bytes_and_layer_reuse_fails_when_v2_shares_no_la
     assert_eq!(earlier[0]["outcome"], "failed", "{reuse}");
     assert_eq!(reuse["flaky"], false, "{reuse}");
     assert!(xml.contains("<rerunFailure"), "{xml}");
-}
-
-#[test]
-fn rollbacks_fail_when_the_fallback_or_the_health_check_is_broken() {
-    let (code, err, dir) = run_suite("suite/hup-negative", &["--parallel", "2"]);
-    assert_eq!(code, Some(1), "{err}");
-    let t = tests(dir.path());
-    let altboot = outcome_of(&t, "rollback-altboot");
-    assert_eq!(altboot["outcome"], "failed", "{altboot}");
-    let msg = altboot["message"].as_str().unwrap();
-    assert!(msg.contains("panicked") && msg.contains("loop"), "{msg}");
-    // With rollback-health masked in the new OS, nothing brings the old one back.
-    let health = outcome_of(&t, "rollback-health");
-    assert_eq!(health["outcome"], "failed", "{health}");
-    let msg = health["message"].as_str().unwrap();
-    assert!(msg.contains("VERSION_ID=1.0.1"), "{msg}");
 }
