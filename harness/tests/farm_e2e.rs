@@ -137,6 +137,15 @@ fn a_target_that_never_boots_is_retried_and_the_suite_passes_on_the_other() {
     assert!(xml.contains("<flakyError"), "{xml}");
     assert!(xml.contains("<flakyFailure"), "{xml}");
     assert!(err.contains("out of this run"), "{err}");
+    // The page for people says the same.
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    for hook in [
+        r#"data-target="broken-firmware#2" data-state="broken""#,
+        r#"data-test="leftover/leftover" data-target="qemux86-64#1" data-status="flaky""#,
+        r#"data-status="infra-error""#,
+    ] {
+        assert!(html.contains(hook), "no {hook} in report.html");
+    }
 }
 
 /// The lease file's `expires` (unix ms) and holder pid, once it exists.

@@ -70,23 +70,6 @@ pub struct TestFile {
     pub steps: Vec<Step>,
 }
 
-impl TestFile {
-    /// How many boots the test asks for (a fresh device, reboots, power cycles, changes to
-    /// the image): what its time mostly goes to, tens of seconds each under emulation.
-    pub fn boots(&self) -> usize {
-        let by_steps = self
-            .steps
-            .iter()
-            .filter(|s| match s {
-                Step::Reboot(_) | Step::PowerCycle(_) => true,
-                Step::Configure(c) => c.on == ConfigureOn::Image,
-                _ => false,
-            })
-            .count();
-        usize::from(self.fresh) + by_steps
-    }
-}
-
 fn default_test_timeout() -> u64 {
     600
 }

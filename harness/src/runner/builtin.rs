@@ -48,6 +48,14 @@ pub fn exists(name: &str) -> bool {
     CHECKS.iter().any(|(n, _)| *n == name)
 }
 
+/// The boots the check `name` asks for with `args`, for the order of a farm's work.
+pub fn boots(name: &str, args: &BTreeMap<String, Value>) -> usize {
+    match name {
+        "power-loss" => super::power_loss::boots(args),
+        _ => 0,
+    }
+}
+
 /// Runs the check `name` with `args`.
 pub fn run(
     dut: &mut Dut,

@@ -26,6 +26,15 @@ pub const POINTS: &[&str] = &[
 const CANARY: &str = "/mnt/data/harness-canary";
 const BOOT: Duration = Duration::from_secs(300);
 
+/// The boots the check asks for with `args`: one after each cut, one after the last update.
+pub fn boots(args: &BTreeMap<String, Value>) -> usize {
+    let points = match args.get("points") {
+        Some(Value::Array(list)) => list.len(),
+        _ => POINTS.len(),
+    };
+    points + 1
+}
+
 /// Runs the check. Arguments: `payload` (the update file on the device), `version` (the OS
 /// version it installs), `points` (default: all of [`POINTS`]), `mid_write_seconds` (default 3).
 pub fn run(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -> Result<()> {

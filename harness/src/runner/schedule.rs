@@ -8,6 +8,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::plan::Plan;
+use crate::config::suite::{ConfigureOn, Step, TestFile};
 use crate::report::Attempt;
 
 /// Tests of one suite that run in order on one device.
@@ -58,9 +59,26 @@ pub fn chains(plan: &Plan) -> Vec<Chain> {
 pub fn longest_first(chains: &mut [Chain], plan: &Plan) {
     let boots = |c: &Chain| -> usize {
         let tests = &plan.suites[c.suite].suite.tests;
-        c.tests.iter().map(|&t| tests[t].1.boots()).sum()
+        c.tests.iter().map(|&t| boots(&tests[t].1)).sum()
     };
     chains.sort_by_key(|c| (c.suite, std::cmp::Reverse(boots(c))));
+}
+
+/// How many boots a test asks for (a fresh device, reboots, power cycles, changes to the
+/// image, checks that cut the power): what its time mostly goes to, tens of seconds each
+/// under emulation against a second or two for a command.
+fn boots(test: &TestFile) -> usize {
+    let steps: usize = test
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Reboot(_) | Step::PowerCycle(_) => 1,
+            Step::Configure(c) => usize::from(c.on == ConfigureOn::Image),
+            Step::Check(c) => super::builtin::boots(&c.name, &c.args),
+            _ => 0,
+        })
+        .sum();
+    usize::from(test.fresh) + steps
 }
 
 /// A chain to run, with what its earlier attempts left.
@@ -278,6 +296,17 @@ mod tests {
                 "engine-healthy",
             ]
         );
+    }
+
+    #[test]
+    fn power_cuts_count_as_boots() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let plan =
+            crate::runner::plan::build(&root, "qemux86-64", &["suite/hup".into()], None).unwrap();
+        let mut c = chains(&plan);
+        longest_first(&mut c, &plan);
+        let first = &plan.suites[0].suite.tests[c[0].tests[0]].0;
+        assert_eq!(first, "power-loss");
     }
 
     #[test]
