@@ -34,8 +34,9 @@ pub struct SuiteFile {
     #[serde(default = "yes")]
     pub fresh: bool,
     /// Its tests depend only on the suite's boot, not on one another: a run with several
-    /// targets shares them out one by one. Otherwise tests that follow one another share a
-    /// device and go to one target together, split only where a test wants a `fresh` one.
+    /// targets shares them out one by one, and a test that leaves `config.json` changed sends
+    /// the next one to a fresh device. Otherwise tests that follow one another share a device
+    /// and go to one target together, split only where a test wants a `fresh` one.
     #[serde(default)]
     pub independent: bool,
     /// The tests in the order they run; default: every other `*.yaml` file, sorted by name.

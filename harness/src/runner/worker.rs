@@ -70,11 +70,14 @@ struct Device {
     _lan: Option<Lan>,
 }
 
-/// Which suite's fresh boot the device is in, and whether no test has touched it since.
+/// Which suite's fresh boot the device is in, whether no test has touched it since, and, in an
+/// `independent` suite, the `config.json` that boot gave it and whether a test left it changed.
 #[derive(Default)]
 struct DeviceState {
     suite: Option<usize>,
     pristine: bool,
+    config: Option<serde_json::Value>,
+    changed: bool,
 }
 
 /// How a job ended on this target.
@@ -441,7 +444,7 @@ fn run_job(
     let need_boot = match state.suite {
         None => true,
         Some(s) if s != job.chain.suite => suite.file.fresh,
-        Some(_) => first.fresh && !state.pristine,
+        Some(_) => !state.pristine && (first.fresh || state.changed),
     };
     let begin = Instant::now();
     let mut boot_seconds = None;
@@ -458,6 +461,8 @@ fn run_job(
                 *state = DeviceState {
                     suite: Some(job.chain.suite),
                     pristine: true,
+                    config: suite.file.independent.then(|| device_config(dut)).flatten(),
+                    changed: false,
                 };
                 boot_seconds = Some(took.as_secs_f64());
                 sh.say(
@@ -514,10 +519,20 @@ fn run_job(
                 Ok(())
             };
             state.pristine = false;
-            match fresh {
+            let outcome = match fresh {
                 Ok(()) => run_test(dut, suite, test),
                 Err(e) => Outcome::Error(format!("the fresh device did not come up: {e}")),
+            };
+            // The next test of an independent suite wants the device as the suite's boot
+            // left it: one that changed config.json sends it to a fresh device.
+            if suite.file.independent
+                && !matches!(outcome, Outcome::Error(_))
+                && (state.config.is_none() || device_config(dut) != state.config)
+            {
+                dut.note("the test left config.json changed: the next test gets a fresh device");
+                state.changed = true;
             }
+            outcome
         };
         if crate::interrupt::requested() {
             return JobEnd::Interrupted;
@@ -634,6 +649,14 @@ fn result(
         console: String::new(),
         attempts: job.earlier[pos].clone(),
     }
+}
+
+/// The device's `config.json`, or `None` when it cannot be read.
+fn device_config(dut: &mut Dut) -> Option<serde_json::Value> {
+    let out = dut
+        .exec("cat /mnt/boot/config.json", Duration::from_secs(30))
+        .ok()?;
+    serde_json::from_str(&out.stdout).ok()
 }
 
 /// A fresh image with the suite's configuration and the run's key, booted to SSH.
