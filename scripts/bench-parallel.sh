@@ -31,7 +31,7 @@ run() { # NAME ARGS...: wall seconds of one harness run, which must pass
   run sequential-1
   run sequential-2
   run parallel-2
-  run parallel-2-each --parallel 2 --each
+  run parallel-2-each --parallel 2 --each --keep
 } | tee "$work/times"
 
 python3 - "$work/times" "$suite" "$(nproc)" <<'PY'
