@@ -56,7 +56,7 @@ fn suite_os_passes_on_two_machines_each_on_its_own_lan_and_os_negative_names_wha
     let s = common::summary(dir.path());
     let t = tests(dir.path());
     let os: Vec<_> = t.iter().filter(|t| t["suite"] == "os").collect();
-    assert_eq!(os.len(), 8, "{s}");
+    assert_eq!(os.len(), 9, "{s}");
     for test in &os {
         assert_eq!(test["outcome"], "passed", "{test}");
     }

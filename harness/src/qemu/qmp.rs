@@ -29,7 +29,15 @@ impl Qmp {
             reader: BufReader::new(stream),
             writer,
         };
-        let greeting = qmp.read_message()?;
+        // The greeting comes first, though an event of a machine that just started can slip
+        // in ahead of it (seen as `RESUME` on a busy host): events are skipped, a few at most.
+        let mut greeting = qmp.read_message()?;
+        for _ in 0..8 {
+            if greeting.get("event").is_none() {
+                break;
+            }
+            greeting = qmp.read_message()?;
+        }
         if greeting.get("QMP").is_none() {
             return Err(Error::infra(format!("unexpected QMP greeting: {greeting}")));
         }

@@ -253,8 +253,8 @@ mod tests {
             .iter()
             .map(|c| (c.suite, c.tests.len()))
             .collect();
-        // os: independent, 8 tests; hup: 4 fresh tests; engine: 5 tests on one device.
-        let mut want = vec![(0, 1); 8];
+        // os: independent, 9 tests; hup: 4 fresh tests; engine: 5 tests on one device.
+        let mut want = vec![(0, 1); 9];
         want.extend([(1, 1); 4]);
         want.push((2, 5));
         assert_eq!(lens, want);
@@ -281,11 +281,13 @@ mod tests {
             .iter()
             .map(|c| plan.suites[c.suite].suite.tests[c.tests[0]].0.as_str())
             .collect();
-        // persistent-logging boots three times, production-mode once, the others never.
+        // persistent-logging boots twice, volatile-logging and production-mode once, the
+        // others never.
         assert_eq!(
             names,
             [
                 "persistent-logging",
+                "volatile-logging",
                 "production-mode",
                 "os-release",
                 "hostname",
