@@ -33,19 +33,20 @@ fn tests(dir: &Path) -> Vec<serde_json::Value> {
     common::summary(dir)["tests"].as_array().unwrap().clone()
 }
 
-fn outcome_of<'a>(tests: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
-    tests
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap_or_else(|| panic!("no test {name}"))
-}
-
 /// The test named `name` of `suite`.
 fn test_of<'a>(tests: &'a [serde_json::Value], suite: &str, name: &str) -> &'a serde_json::Value {
     tests
         .iter()
         .find(|t| t["suite"] == suite && t["name"] == name)
         .unwrap_or_else(|| panic!("no test {suite}/{name}"))
+}
+
+/// Asserts that each of `names` in `suite` passed.
+fn assert_passed(tests: &[serde_json::Value], suite: &str, names: &[&str]) {
+    for name in names {
+        let test = test_of(tests, suite, name);
+        assert_eq!(test["outcome"], "passed", "{test}");
+    }
 }
 
 /// suite/os and its negative twin in one run, on two machines at once.
@@ -107,9 +108,9 @@ fn suite_os_without_cap_net_admin_skips_the_lan_tests_and_says_why() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("user networking"), "{err}");
     let t = tests(dir.path());
-    assert_eq!(outcome_of(&t, "networking")["outcome"], "passed");
+    assert_eq!(test_of(&t, "os", "networking")["outcome"], "passed");
     for name in ["hostname-mdns", "networking-lan"] {
-        let r = outcome_of(&t, name);
+        let r = test_of(&t, "os", name);
         assert_eq!(r["outcome"], "skipped", "{r}");
         assert!(r["message"].as_str().unwrap().contains("LAN"), "{r}");
     }
@@ -121,15 +122,16 @@ fn suite_hup_passes_and_rollbacks_fail_when_the_fallback_or_the_health_check_is_
     let (code, err, dir) = run_suite("suite/hup", &["suite/hup-negative", "--parallel", "2"]);
     assert_eq!(code, Some(1), "{err}");
     let t = tests(dir.path());
-    for name in [
-        "update",
-        "rollback-health",
-        "rollback-altboot",
-        "power-loss",
-    ] {
-        let test = test_of(&t, "hup", name);
-        assert_eq!(test["outcome"], "passed", "{test}");
-    }
+    assert_passed(
+        &t,
+        "hup",
+        &[
+            "update",
+            "rollback-health",
+            "rollback-altboot",
+            "power-loss",
+        ],
+    );
     let props = test_of(&t, "hup", "power-loss")["properties"].to_string();
     for point in [
         "before-write",
@@ -174,15 +176,13 @@ fn suite_engine_passes_with_the_bytes_and_layer_reuse_fails_when_v2_shares_no_la
         delta["message"].as_str().unwrap().contains("404"),
         "{delta}"
     );
-    for name in [
+    let names = [
         "engine-healthy",
         "pull-and-run",
         "layer-reuse",
         "socket-exposure",
-    ] {
-        let test = test_of(&t, "engine", name);
-        assert_eq!(test["outcome"], "passed", "{test}");
-    }
+    ];
+    assert_passed(&t, "engine", &names);
     let props = test_of(&t, "engine", "layer-reuse")["properties"].to_string();
     assert!(
         props.contains("bytes_served_v2") && props.contains("ratio_v2"),
