@@ -21,6 +21,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib/bootpart.sh"
 # shellcheck source=lib/disk.sh
 . "$HERE/lib/disk.sh"
+# shellcheck source=lib/check.sh
+. "$HERE/lib/check.sh"
 
 VERSION=1.0.0
 UPDATE_VERSION=1.0.1
@@ -76,6 +78,8 @@ initramfs_build "$ROOT" "$KVER" "$HERE/initramfs/init" "$ROOT/boot/initrd.img"
 # The harness boots this kernel once under KVM to learn whether KVM really works here.
 cp "$ROOT/boot/vmlinuz" "$OUT/vmlinuz"
 rootfs_trim "$ROOT"
+# A unit that names a missing program or file would fail at every boot: fail here instead.
+check_units "$ROOT"
 
 # Root slots: the rootfs plus ~25% headroom (ext4 metadata and journal
 # included), in 4 MiB steps.

@@ -36,5 +36,7 @@ pub mod rotation;
 pub mod runner;
 pub mod ssh;
 pub mod target;
+#[cfg(test)]
+pub mod testing;
 
 pub use error::{Error, Result};

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
+mod common;
+
 use harness::report::{
     Attempt, Outcome, Reporter, RunInfo, TargetReport, TargetStatus, TestResult,
 };
@@ -175,6 +177,31 @@ fn cell<'a>(dom: &'a str, test: &str, target: &str) -> &'a str {
         "td",
         &format!("data-test=\"{test}\" data-target=\"{target}\""),
     )
+}
+
+/// junit.xml of a run with every kind of outcome (failed, error, skipped, flaky, an infra
+/// attempt) satisfies the JUnit schemas; a copy broken the way a careless writer would (a count
+/// that is not a number, a test case without a name) does not, so the check can fail.
+#[test]
+fn junit_of_every_outcome_validates_and_a_broken_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    build_run(dir.path());
+    let junit = dir.path().join("junit.xml");
+    common::assert_valid_junit(&junit);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("<flakyFailure") && xml.contains("<skipped"), "{xml}");
+
+    let tests = regex::Regex::new(r#"<testsuite (.*?)tests="\d+""#).unwrap();
+    for broken in [
+        tests.replace(&xml, r#"<testsuite ${1}tests="many""#).into_owned(),
+        xml.replacen("<testcase name=", "<testcase nom=", 1),
+    ] {
+        assert_ne!(broken, xml);
+        let bad = dir.path().join("broken.xml");
+        std::fs::write(&bad, broken).unwrap();
+        let problems = common::junit_problems(&bad);
+        assert!(!problems.is_empty(), "a broken junit.xml validated");
+    }
 }
 
 #[test]

@@ -30,6 +30,10 @@ rootfs_configure() {
 	ln -sf balena-engine "$root/usr/bin/balena"
 	ln -sf balena-engine "$root/usr/bin/balena-engine-daemon"
 
+	# Every folder a unit names: packages no longer ship /etc/dnsmasq.d (dnsmasq-base), and
+	# dnsmasq refuses to start without its conf-dir.
+	mkdir -p "$root/etc/dnsmasq.d"
+
 	# Mount points made by the initramfs; ssh host keys live on resin-state.
 	mkdir -p "$root"/mnt/{boot,state,data,sysroot/active,sysroot/inactive}
 	rm -f "$root"/etc/ssh/ssh_host_*

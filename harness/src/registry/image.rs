@@ -334,7 +334,7 @@ pub(crate) mod tests {
         BASE.get_or_init(|| match BaseLayer::from_busybox(Path::new(HOST_BUSYBOX)) {
             Ok(b) => Some(b),
             Err(e) => {
-                eprintln!("skipped: {e}");
+                crate::testing::missing(&e.to_string());
                 None
             }
         })
