@@ -25,6 +25,7 @@ pub mod sg;
 pub mod spec;
 pub mod target;
 pub mod uhubctl;
+pub mod usb2642;
 pub mod usbsdmux;
 
 pub use card::write_card;

@@ -25,16 +25,10 @@ impl GpiodLine {
     /// or a label like `pinctrl-bcm2711`). The line is requested on first use, at the level
     /// asked for, so opening never toggles the relay.
     pub fn open(chip: &str, offset: u32) -> Result<GpiodLine> {
-        let path = if chip.starts_with('/') {
-            PathBuf::from(chip)
-        } else {
-            Path::new("/dev").join(chip)
-        };
-        let path = if path.exists() {
-            path
-        } else {
-            chip_by_label(chip)
-                .ok_or_else(|| Error::input(format!("gpio chip {chip} does not exist")))?
+        let path = match chip_path(chip)? {
+            Some(path) => path,
+            None => chip_by_label(chip)
+                .ok_or_else(|| Error::input(format!("gpio chip {chip} does not exist")))?,
         };
         let chip_dev = gpiod::Chip::new(&path)
             .map_err(|e| Error::input(format!("cannot open gpio chip {chip}: {e}")))?;
@@ -51,6 +45,23 @@ impl GpiodLine {
             lines: None,
         })
     }
+}
+
+/// The device `chip` names (a path, or a name under `/dev`) with symlinks resolved, since
+/// the `gpiod` crate refuses a link (a udev alias such as `/dev/gpio-relays`); `None` if there
+/// is no such file.
+fn chip_path(chip: &str) -> Result<Option<PathBuf>> {
+    let path = if chip.starts_with('/') {
+        PathBuf::from(chip)
+    } else {
+        Path::new("/dev").join(chip)
+    };
+    if !path.exists() {
+        return Ok(None);
+    }
+    std::fs::canonicalize(&path)
+        .map(Some)
+        .map_err(|e| Error::input(format!("cannot resolve gpio chip {chip}: {e}")))
 }
 
 /// The chip whose label is `label`.
@@ -171,6 +182,38 @@ mod tests {
         let mut r = Relay::with_line(FakeLine::default(), "x:1", true);
         r.cycle(Duration::from_millis(1)).unwrap();
         assert_eq!(r.line.levels, vec![true, false]);
+    }
+
+    #[test]
+    fn a_chip_named_by_a_symlink_is_resolved_to_its_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = dir.path().join("gpiochip4");
+        std::fs::write(&dev, "").unwrap();
+        let link = dir.path().join("gpio-relays");
+        std::os::unix::fs::symlink("gpiochip4", &link).unwrap();
+        let got = chip_path(&link.display().to_string()).unwrap().unwrap();
+        assert_eq!(got, std::fs::canonicalize(&dev).unwrap());
+        assert!(!std::fs::symlink_metadata(&got).unwrap().is_symlink());
+        assert_eq!(chip_path("/nonexistent/gpiochip9").unwrap(), None);
+    }
+
+    #[test]
+    fn a_symlink_reaches_the_gpio_check_instead_of_being_refused() {
+        // /dev/null is a character device but not a GPIO chip: through a link, the error must
+        // come from the GPIO check, not from the link not being a character device.
+        if !Path::new("/sys/dev/char").is_dir() {
+            return crate::testing::missing("/sys/dev/char (sysfs)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("gpiochip-link");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        let err = GpiodLine::open(&link.display().to_string(), 0)
+            .err()
+            .unwrap();
+        assert!(matches!(err, Error::Input(_)));
+        let msg = err.to_string();
+        assert!(msg.contains("not a GPIO"), "{msg}");
+        assert!(!msg.contains("not character device"), "{msg}");
     }
 
     #[test]

@@ -1,5 +1,9 @@
 //! The SDWire: an FTDI FT200X whose CBUS pin 0, driven in CBUS bit-bang mode over USB,
 //! switches the card between the test server (high) and the DUT (low).
+//!
+//! Its USB id 04e8:6001 is shared with Samsung's other boards (the SD-MUX, the USB-MUX), so
+//! the driver also requires the product string `sd-wire`, as sd-mux-ctrl does, and refuses
+//! the rest. Every switch is read back from the pins.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,13 +16,19 @@ use crate::flash::settle::{wait_for_device, Settle};
 pub const VENDOR: u16 = 0x04e8;
 /// The USB product id the SDWire ships with.
 pub const PRODUCT: u16 = 0x6001;
+/// The USB product string that tells an SDWire from the other products with its id.
+pub const PRODUCT_STRING: &str = "sd-wire";
 
 /// FTDI vendor request: set bit mode.
 const SIO_SET_BITMODE: u8 = 0x0B;
+/// FTDI vendor request: read the pins' levels.
+const SIO_READ_PINS: u8 = 0x0C;
 /// Bit mode: CBUS bit-bang.
 const BITMODE_CBUS: u8 = 0x20;
 /// Vendor request, host to device, recipient device.
 const REQUEST_TYPE_OUT: u8 = 0x40;
+/// Vendor request, device to host, recipient device.
+const REQUEST_TYPE_IN: u8 = 0xC0;
 /// The FTDI interface index (A).
 const INTERFACE_A: u16 = 1;
 /// CBUS mask: high nibble sets pins 0-3 as outputs, the low nibble their levels.
@@ -26,7 +36,7 @@ const CBUS_OUTPUTS: u8 = 0xF0;
 /// CBUS pin 0 high routes the card to the test server (host).
 const CBUS_HOST: u8 = 0x01;
 
-/// A USB control transfer to a device: the seam the SDWire driver is tested through.
+/// USB control transfers to a device: the seam the SDWire driver is tested through.
 pub trait UsbControl: Send {
     /// Sends one control transfer with an OUT data stage of `data`.
     fn write_control(
@@ -37,6 +47,30 @@ pub trait UsbControl: Send {
         index: u16,
         data: &[u8],
     ) -> Result<()>;
+    /// Sends one control transfer with an IN data stage into `buf`; returns the bytes read.
+    fn read_control(
+        &mut self,
+        request_type: u8,
+        request: u8,
+        value: u16,
+        index: u16,
+        buf: &mut [u8],
+    ) -> Result<usize>;
+}
+
+/// Refuses a device with the SDWire's USB id whose product string is not `sd-wire`.
+fn identify(serial: &str, product: &str) -> Result<()> {
+    let what = match product {
+        PRODUCT_STRING => return Ok(()),
+        "sd-mux" => "a Samsung SD-MUX",
+        "usb-mux" => "a Samsung USB-MUX",
+        _ => "another product",
+    };
+    Err(Error::input(format!(
+        "sdwire {serial}: the USB device {VENDOR:04x}:{PRODUCT:04x} with that serial is {what}, \
+         not an SDWire (product string \"{product}\", want \"{PRODUCT_STRING}\"); the harness \
+         does not drive it"
+    )))
 }
 
 /// A USB device opened with `rusb`.
@@ -48,7 +82,8 @@ pub struct RusbDevice {
 }
 
 impl RusbDevice {
-    /// Opens the device `vendor:product` whose serial is `serial`.
+    /// Opens the SDWire `vendor:product` whose serial is `serial`; a device with that serial
+    /// but another product string is refused.
     pub fn open(vendor: u16, product: u16, serial: &str) -> Result<RusbDevice> {
         use rusb::UsbContext;
         let ctx = rusb::Context::new()
@@ -56,6 +91,7 @@ impl RusbDevice {
         let devices = ctx
             .devices()
             .map_err(|e| Error::input(format!("sdwire {serial}: cannot list USB devices: {e}")))?;
+        let (mut refused, mut unopened) = (None, None);
         for dev in devices.iter() {
             let Ok(desc) = dev.device_descriptor() else {
                 continue;
@@ -63,22 +99,40 @@ impl RusbDevice {
             if desc.vendor_id() != vendor || desc.product_id() != product {
                 continue;
             }
-            let Ok(handle) = dev.open() else { continue };
+            let handle = match dev.open() {
+                Ok(h) => h,
+                Err(e) => {
+                    unopened.get_or_insert(e);
+                    continue;
+                }
+            };
             let Ok(s) = handle.read_serial_number_string_ascii(&desc) else {
                 continue;
             };
-            if s == serial {
-                let ports = dev.port_numbers().unwrap_or_default();
-                let path: Vec<String> = ports.iter().map(u8::to_string).collect();
-                return Ok(RusbDevice {
-                    handle,
-                    serial: s,
-                    port: format!("{}-{}", dev.bus_number(), path.join(".")),
-                });
+            if s != serial {
+                continue;
             }
+            let name = handle.read_product_string_ascii(&desc).unwrap_or_default();
+            if let Err(e) = identify(serial, &name) {
+                refused.get_or_insert(e);
+                continue;
+            }
+            let ports = dev.port_numbers().unwrap_or_default();
+            let path: Vec<String> = ports.iter().map(u8::to_string).collect();
+            return Ok(RusbDevice {
+                handle,
+                serial: s,
+                port: format!("{}-{}", dev.bus_number(), path.join(".")),
+            });
         }
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        let hint = unopened.map_or(String::new(), |e| {
+            format!("; a {vendor:04x}:{product:04x} device could not be opened: {e}")
+        });
         Err(Error::input(format!(
-            "sdwire {serial} not found (no USB device {vendor:04x}:{product:04x} with that serial)"
+            "sdwire {serial} not found (no USB device {vendor:04x}:{product:04x} with that serial{hint})"
         )))
     }
 }
@@ -95,6 +149,24 @@ impl UsbControl for RusbDevice {
         self.handle
             .write_control(rt, req, value, index, data, Duration::from_secs(1))
             .map(|_| ())
+            .map_err(|e| {
+                Error::infra(format!(
+                    "sdwire {}: USB control transfer failed: {e}",
+                    self.serial
+                ))
+            })
+    }
+
+    fn read_control(
+        &mut self,
+        rt: u8,
+        req: u8,
+        value: u16,
+        index: u16,
+        buf: &mut [u8],
+    ) -> Result<usize> {
+        self.handle
+            .read_control(rt, req, value, index, buf, Duration::from_secs(1))
             .map_err(|e| {
                 Error::infra(format!(
                     "sdwire {}: USB control transfer failed: {e}",
@@ -147,6 +219,41 @@ impl<U: UsbControl> SdWire<U> {
         self.usb
             .write_control(REQUEST_TYPE_OUT, SIO_SET_BITMODE, value, INTERFACE_A, &[])
     }
+
+    /// The pins' levels, as the FTDI reports them.
+    fn read_pins(&mut self) -> Result<u8> {
+        let mut buf = [0u8; 1];
+        let n = self
+            .usb
+            .read_control(REQUEST_TYPE_IN, SIO_READ_PINS, 0, INTERFACE_A, &mut buf)?;
+        if n != 1 {
+            return Err(Error::infra(format!(
+                "sdwire {}: reading the pins returned {n} bytes",
+                self.serial
+            )));
+        }
+        Ok(buf[0])
+    }
+
+    /// The side the card is on, read from CBUS pin 0.
+    pub fn side(&mut self) -> Result<MuxSide> {
+        Ok(side_of(self.read_pins()?))
+    }
+}
+
+fn side_of(pins: u8) -> MuxSide {
+    if pins & CBUS_HOST != 0 {
+        MuxSide::Host
+    } else {
+        MuxSide::Dut
+    }
+}
+
+fn side_name(side: MuxSide) -> &'static str {
+    match side {
+        MuxSide::Host => "host",
+        MuxSide::Dut => "DUT",
+    }
 }
 
 impl<U: UsbControl> Media for SdWire<U> {
@@ -158,6 +265,15 @@ impl<U: UsbControl> Media for SdWire<U> {
         // The SDWire has no power switch of its own: give the card and the reader time to
         // see the change before anyone looks for the block device.
         std::thread::sleep(self.switch_wait);
+        let pins = self.read_pins()?;
+        if side_of(pins) != side {
+            return Err(Error::infra(format!(
+                "sdwire {} was switched to the {} but its pins read back {} (pins {pins:#04x})",
+                self.serial,
+                side_name(side),
+                side_name(side_of(pins))
+            )));
+        }
         Ok(())
     }
 
@@ -213,15 +329,29 @@ fn sibling_disk(sys: &Path, hub: &str, port: &str) -> Option<PathBuf> {
 mod tests {
     use super::*;
 
+    /// One control transfer: request type, request, value, index, and the OUT data or the
+    /// IN length.
+    type Ctl = (u8, u8, u16, u16, Vec<u8>);
+
+    /// An FT200X in CBUS bit-bang mode: setting the mode sets the pins; `stuck` overrides what
+    /// they read.
     #[derive(Default)]
     struct FakeUsb {
-        sent: Vec<(u8, u8, u16, u16, Vec<u8>)>,
+        sent: Vec<Ctl>,
+        pins: u8,
+        stuck: Option<u8>,
     }
 
     impl UsbControl for FakeUsb {
         fn write_control(&mut self, rt: u8, req: u8, v: u16, i: u16, d: &[u8]) -> Result<()> {
             self.sent.push((rt, req, v, i, d.to_vec()));
+            self.pins = (v & 0x0F) as u8;
             Ok(())
+        }
+        fn read_control(&mut self, rt: u8, req: u8, v: u16, i: u16, b: &mut [u8]) -> Result<usize> {
+            self.sent.push((rt, req, v, i, vec![0; b.len()]));
+            b[0] = self.stuck.unwrap_or(self.pins);
+            Ok(1)
         }
     }
 
@@ -231,18 +361,80 @@ mod tests {
         s
     }
 
-    #[test]
-    fn sdwire_fake_host_sets_cbus0_high() {
-        let mut s = sdwire();
-        s.switch(MuxSide::Host).unwrap();
-        assert_eq!(s.usb.sent, vec![(0x40, 0x0B, 0x20F1, 1, vec![])]);
+    // What sd-mux-ctrl (tizen tools/testlab/sd-mux, src/main.cpp) does through libftdi for an
+    // SDWire: `--ts`/`--dut` is ftdi_set_bitmode(0xF0 | 1 or 0, BITMODE_CBUS), a vendor OUT
+    // request 0x0B with value (mode << 8) | mask on interface A (index 1); `--status` is
+    // ftdi_read_pins, a vendor IN request 0x0C of 1 byte, bit 0 set meaning the test server.
+    const VENDOR_TS: Ctl = (0x40, 0x0B, 0x20F1, 1, Vec::new());
+    const VENDOR_DUT: Ctl = (0x40, 0x0B, 0x20F0, 1, Vec::new());
+    /// The IN data stage is one byte (recorded as one zero).
+    fn vendor_status() -> Ctl {
+        (0xC0, 0x0C, 0x0000, 1, vec![0])
     }
 
     #[test]
-    fn sdwire_fake_dut_sets_cbus0_low() {
+    fn sdwire_fake_host_sets_cbus0_high_and_reads_it_back() {
+        let mut s = sdwire();
+        s.switch(MuxSide::Host).unwrap();
+        assert_eq!(s.usb.sent, vec![VENDOR_TS, vendor_status()]);
+    }
+
+    #[test]
+    fn sdwire_fake_dut_sets_cbus0_low_and_reads_it_back() {
         let mut s = sdwire();
         s.switch(MuxSide::Dut).unwrap();
-        assert_eq!(s.usb.sent, vec![(0x40, 0x0B, 0x20F0, 1, vec![])]);
+        assert_eq!(s.usb.sent, vec![VENDOR_DUT, vendor_status()]);
+    }
+
+    #[test]
+    fn sdwire_fake_reads_its_side_from_cbus0() {
+        for (pins, want) in [
+            (0x01, MuxSide::Host),
+            (0xF1, MuxSide::Host),
+            (0x00, MuxSide::Dut),
+            (0xFE, MuxSide::Dut),
+        ] {
+            let mut s = sdwire();
+            s.usb.stuck = Some(pins);
+            assert_eq!(s.side().unwrap(), want, "pins {pins:#x}");
+            assert_eq!(s.usb.sent, vec![vendor_status()]);
+        }
+    }
+
+    #[test]
+    fn sdwire_fake_a_switch_the_pins_do_not_show_is_an_infra_error() {
+        let mut s = sdwire();
+        s.usb.stuck = Some(0x00);
+        let err = s.switch(MuxSide::Host).unwrap_err();
+        assert!(matches!(err, Error::Infra(_)));
+        assert_eq!(
+            err.to_string(),
+            "sdwire sd-wire_11 was switched to the host but its pins read back DUT (pins 0x00)"
+        );
+        let mut s = sdwire();
+        s.usb.stuck = Some(0x01);
+        assert!(s.switch(MuxSide::Dut).is_err());
+    }
+
+    #[test]
+    fn only_the_sd_wire_product_string_is_an_sdwire() {
+        identify("sd-wire_11", "sd-wire").unwrap();
+        for (product, what) in [
+            ("sd-mux", "a Samsung SD-MUX"),
+            ("usb-mux", "a Samsung USB-MUX"),
+            ("FT200X USB I2C", "another product"),
+            ("", "another product"),
+            ("sd-wire2", "another product"),
+        ] {
+            let err = identify("sd-wire_11", product).unwrap_err();
+            assert!(matches!(err, Error::Input(_)));
+            let msg = err.to_string();
+            assert!(msg.contains(&format!("is {what}, not an SDWire")), "{msg}");
+            assert!(
+                msg.contains(&format!("(product string \"{product}\"")),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

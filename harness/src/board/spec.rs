@@ -16,9 +16,10 @@ use super::{CommandPower, FileMedia, QmpPower, Relay, SdWire, SerialConsole, Uhu
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum MediaSpec {
-    /// A USB-SD-Mux, by its `/dev/sg*` path or its USB serial.
+    /// A classic USB-SD-Mux (the FAST is refused), by its `/dev/sg*` path or its USB serial.
     Usbsdmux {
-        /// The SCSI generic device, e.g. `/dev/sg1`.
+        /// The SCSI generic device, e.g. `/dev/sg1` or its udev link
+        /// `/dev/usb-sd-mux/id-000000000815`.
         #[serde(default)]
         sg: Option<PathBuf>,
         /// The USB serial (`000000000815`), found in sysfs.
@@ -120,7 +121,7 @@ impl MediaSpec {
     /// Checks the muxer is there, without switching it.
     pub fn check(&self) -> Result<()> {
         match self {
-            MediaSpec::Usbsdmux { .. } => self.sg_path().map(|_| ()),
+            MediaSpec::Usbsdmux { .. } => super::usbsdmux::check(&self.sg_path()?),
             // Opening claims nothing and sends nothing.
             MediaSpec::Sdwire { serial, .. } => super::sdwire::RusbDevice::open(
                 super::sdwire::VENDOR,

@@ -1,6 +1,10 @@
-//! The USB-SD-Mux: a USB2642 card reader whose auxiliary I2C bus drives a PCA9536 GPIO
-//! expander that switches the card between host and DUT, reached with the reader's vendor
-//! SCSI command 0xCF through `/dev/sg*`.
+//! The USB-SD-Mux (classic): a USB2642 card reader whose auxiliary I2C bus drives a PCA9536
+//! GPIO expander that switches the card between host and DUT.
+//!
+//! The mux may be named by its `/dev/sg*` node or by the udev link `/dev/usb-sd-mux/id-*`.
+//! Its SCSI model in sysfs tells the classic from the USB-SD-Mux FAST, whose expander (a
+//! TCA6408 at another address, other pins) this driver does not drive: the FAST and any other
+//! device are refused. Every switch is read back from the expander's input port.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,19 +14,18 @@ use crate::error::{Error, Result};
 use crate::flash::settle::{wait_for_device, Settle};
 
 use super::sg::{ScsiTransport, SgDevice};
+use super::usb2642::Usb2642;
 
-/// The USB2642's vendor SCSI opcode.
-const OPCODE: u8 = 0xCF;
-/// Vendor action: I2C write.
-const I2C_WRITE: u8 = 0x23;
-/// Vendor action: I2C write, then read.
-const I2C_WRITE_READ: u8 = 0x22;
-/// Every I2C transfer moves a 512-byte data phase, as the vendor tool does.
-const DATA_PHASE: usize = 512;
+/// The SCSI model of the classic USB-SD-Mux.
+pub const MODEL_CLASSIC: &str = "sdmux HS-SD/MMC";
+/// The SCSI model of the USB-SD-Mux FAST.
+pub const MODEL_FAST: &str = "sdFST HS-SD/MMC";
 
 /// The PCA9536's 7-bit I2C address.
 const PCA9536: u8 = 0x41;
-/// PCA9536 output port register.
+/// PCA9536 input port register: the pins' actual levels.
+const REG_INPUT: u8 = 0x00;
+/// PCA9536 output port register: the levels the outputs are told to drive.
 const REG_OUTPUT: u8 = 0x01;
 /// PCA9536 configuration (direction) register; 0 bits are outputs.
 const REG_CONFIG: u8 = 0x03;
@@ -35,60 +38,16 @@ const PWR_OFF: u8 = 0x02;
 const SELECT_DUT: u8 = 0x04;
 /// GPIO 3 high: card-detect tells the reader "no card".
 const CARD_REMOVED: u8 = 0x08;
-
-/// The I2C bridge of a USB2642 reader, over SCSI.
-pub struct Usb2642<T> {
-    scsi: T,
-}
-
-impl<T: ScsiTransport> Usb2642<T> {
-    /// Wraps a SCSI transport.
-    pub fn new(scsi: T) -> Self {
-        Usb2642 { scsi }
-    }
-
-    /// Writes `data` (up to 512 bytes) to the I2C device at 7-bit address `addr`.
-    pub fn i2c_write(&mut self, addr: u8, data: &[u8]) -> Result<()> {
-        let len = data.len().min(DATA_PHASE);
-        let mut cdb = [0u8; 16];
-        cdb[..7].copy_from_slice(&[
-            OPCODE,
-            I2C_WRITE,
-            addr << 1,
-            0x00,
-            (len >> 8) as u8,
-            len as u8,
-            0x00,
-        ]);
-        let mut phase = [0u8; DATA_PHASE];
-        phase[..len].copy_from_slice(&data[..len]);
-        self.scsi.send(&cdb, &phase)
-    }
-
-    /// Writes up to 9 bytes to `addr`, then reads `len` (up to 512) bytes back.
-    pub fn i2c_write_read(&mut self, addr: u8, write: &[u8], len: usize) -> Result<Vec<u8>> {
-        let (wlen, len) = (write.len().min(9), len.min(DATA_PHASE));
-        let mut cdb = [0u8; 16];
-        cdb[..7].copy_from_slice(&[
-            OPCODE,
-            I2C_WRITE_READ,
-            addr << 1,
-            (addr << 1) | 1,
-            (len >> 8) as u8,
-            len as u8,
-            wlen as u8,
-        ]);
-        cdb[7..7 + wlen].copy_from_slice(&write[..wlen]);
-        let mut phase = [0u8; DATA_PHASE];
-        self.scsi.receive(&cdb, &mut phase)?;
-        Ok(phase[..len].to_vec())
-    }
-}
+/// The four pins the mux uses.
+const PINS: u8 = DAT_OFF | PWR_OFF | SELECT_DUT | CARD_REMOVED;
 
 /// A USB-SD-Mux, as a [`Media`] switch.
 pub struct UsbSdMux<T> {
     i2c: Usb2642<T>,
+    /// The path the rig gave (a `/dev/sg*` node or a udev link to one).
     sg: PathBuf,
+    /// `sg` with links resolved: the `/dev/sgN` whose name sysfs knows.
+    node: PathBuf,
     sys: PathBuf,
     /// How long the card stays unpowered on every switch (1 s, as the vendor tool).
     pub power_off_wait: Duration,
@@ -97,19 +56,16 @@ pub struct UsbSdMux<T> {
 }
 
 impl UsbSdMux<SgDevice> {
-    /// Opens the mux at its `/dev/sg*` path.
+    /// Opens the mux at `sg` (a `/dev/sg*` node or a `/dev/usb-sd-mux/id-*` link), refusing
+    /// anything but a classic USB-SD-Mux.
     pub fn open(sg: &Path) -> Result<Self> {
-        if !sg.exists() {
-            return Err(Error::input(format!(
-                "usbsdmux {} does not exist",
-                sg.display()
-            )));
-        }
-        Ok(Self::with_transport(
-            SgDevice::open(sg)?,
-            sg,
-            Path::new("/sys"),
-        ))
+        Self::open_in(sg, Path::new("/sys"))
+    }
+
+    fn open_in(sg: &Path, sys: &Path) -> Result<Self> {
+        check_in(sg, sys)?;
+        let scsi = SgDevice::open(&resolve(sg))?;
+        Ok(Self::with_transport(scsi, sg, sys))
     }
 
     /// Opens the mux whose USB serial is `serial`.
@@ -119,12 +75,81 @@ impl UsbSdMux<SgDevice> {
     }
 }
 
+/// Checks that `sg` exists and is a classic USB-SD-Mux, without switching it.
+pub fn check(sg: &Path) -> Result<()> {
+    check_in(sg, Path::new("/sys"))
+}
+
+fn check_in(sg: &Path, sys: &Path) -> Result<()> {
+    if !sg.exists() {
+        return Err(Error::input(format!(
+            "usbsdmux {} does not exist",
+            sg.display()
+        )));
+    }
+    check_model(sys, sg)
+}
+
+/// `sg` with symlinks resolved, or as given when it cannot be.
+fn resolve(sg: &Path) -> PathBuf {
+    std::fs::canonicalize(sg).unwrap_or_else(|_| sg.to_path_buf())
+}
+
+/// `sys/class/scsi_generic/sgN` for the mux at `sg`.
+fn class_dir(sys: &Path, sg: &Path) -> PathBuf {
+    let node = resolve(sg);
+    let name = node.file_name().unwrap_or_default();
+    sys.join("class/scsi_generic").join(name)
+}
+
+/// Refuses anything whose SCSI model is not the classic USB-SD-Mux's.
+pub fn check_model(sys: &Path, sg: &Path) -> Result<()> {
+    let file = class_dir(sys, sg).join("device/model");
+    let shown = sg.display();
+    let model = std::fs::read_to_string(&file).map_err(|e| {
+        Error::input(format!(
+            "usbsdmux {shown}: cannot read its SCSI model from {}: {e}",
+            file.display()
+        ))
+    })?;
+    match model.trim() {
+        MODEL_CLASSIC => Ok(()),
+        MODEL_FAST => Err(Error::input(format!(
+            "usbsdmux {shown} is a USB-SD-Mux FAST (SCSI model \"{MODEL_FAST}\"), which the \
+             harness does not drive: its switch is a TCA6408 on other pins, so the classic \
+             commands would set the wrong lines"
+        ))),
+        other => Err(Error::input(format!(
+            "usbsdmux {shown} is not a USB-SD-Mux: its SCSI model is \"{other}\", not \
+             \"{MODEL_CLASSIC}\""
+        ))),
+    }
+}
+
+fn side_name(side: Option<MuxSide>) -> &'static str {
+    match side {
+        Some(MuxSide::Host) => "host",
+        Some(MuxSide::Dut) => "DUT",
+        None => "off",
+    }
+}
+
+/// The side the pin levels `v` put the card on, or `None` when it is unpowered.
+fn side_of(v: u8) -> Option<MuxSide> {
+    match (v & PWR_OFF != 0, v & SELECT_DUT != 0) {
+        (true, _) => None,
+        (false, true) => Some(MuxSide::Dut),
+        (false, false) => Some(MuxSide::Host),
+    }
+}
+
 impl<T: ScsiTransport> UsbSdMux<T> {
     /// A mux over any SCSI transport; `sg` names it and `sys` is where sysfs is mounted.
     pub fn with_transport(scsi: T, sg: &Path, sys: &Path) -> Self {
         UsbSdMux {
             i2c: Usb2642::new(scsi),
             sg: sg.to_path_buf(),
+            node: resolve(sg),
             sys: sys.to_path_buf(),
             power_off_wait: Duration::from_secs(1),
             settle: Settle::default(),
@@ -135,23 +160,31 @@ impl<T: ScsiTransport> UsbSdMux<T> {
         self.i2c.i2c_write(PCA9536, &[REG_OUTPUT, value])
     }
 
+    fn read(&mut self, reg: u8) -> Result<u8> {
+        let v = self.i2c.i2c_write_read(PCA9536, &[reg], 1)?;
+        v.first()
+            .copied()
+            .ok_or_else(|| Error::infra(format!("{}: empty I2C read", self.describe())))
+    }
+
     /// Cuts the card's power and data from both sides, then waits for its supply to drain.
     pub fn disconnect(&mut self) -> Result<()> {
         self.set_outputs(DAT_OFF | PWR_OFF | CARD_REMOVED)?;
-        let outputs = DAT_OFF | PWR_OFF | SELECT_DUT | CARD_REMOVED;
-        self.i2c.i2c_write(PCA9536, &[REG_CONFIG, !outputs])?;
+        // Make the four pins outputs, leaving the others as they are.
+        let config = self.read(REG_CONFIG)?;
+        self.i2c.i2c_write(PCA9536, &[REG_CONFIG, config & !PINS])?;
         std::thread::sleep(self.power_off_wait);
         Ok(())
     }
 
-    /// The side the card is on, or `None` when it is disconnected.
+    /// The side the card is on, or `None` when it is disconnected, from the pins' levels.
     pub fn side(&mut self) -> Result<Option<MuxSide>> {
-        let v = self.i2c.i2c_write_read(PCA9536, &[REG_OUTPUT], 1)?[0];
-        Ok(match (v & PWR_OFF != 0, v & SELECT_DUT != 0) {
-            (true, _) => None,
-            (false, true) => Some(MuxSide::Dut),
-            (false, false) => Some(MuxSide::Host),
-        })
+        Ok(side_of(self.read(REG_INPUT)?))
+    }
+
+    /// The directory whose entry is the card's block device once it is on the host.
+    fn block_dir(&self) -> PathBuf {
+        class_dir(&self.sys, &self.node).join("device/block")
     }
 }
 
@@ -162,29 +195,38 @@ impl<T: ScsiTransport> Media for UsbSdMux<T> {
             MuxSide::Dut => {
                 // Route to the DUT while unpowered, then connect: no glitch on the lines.
                 self.set_outputs(DAT_OFF | PWR_OFF | SELECT_DUT | CARD_REMOVED)?;
-                self.set_outputs(SELECT_DUT | CARD_REMOVED)
+                self.set_outputs(SELECT_DUT | CARD_REMOVED)?;
             }
-            MuxSide::Host => self.set_outputs(0),
+            MuxSide::Host => self.set_outputs(0)?,
         }
+        let pins = self.read(REG_INPUT)?;
+        if side_of(pins) != Some(side) {
+            return Err(Error::infra(format!(
+                "{} was switched to the {} but its pins read back {} (input port {pins:#04x})",
+                self.describe(),
+                side_name(Some(side)),
+                side_name(side_of(pins))
+            )));
+        }
+        Ok(())
     }
 
     fn host_device(&self) -> Result<PathBuf> {
-        let name = self.sg.file_name().unwrap_or_default().to_owned();
-        let dir = self
-            .sys
-            .join("class/scsi_generic")
-            .join(&name)
-            .join("device/block");
+        let dir = self.block_dir();
         let what = format!(
-            "the card of usbsdmux {} (a disk under {})",
-            self.sg.display(),
+            "the card of {} (a disk under {})",
+            self.describe(),
             dir.display()
         );
         wait_for_device(&what, self.settle, || block_under(&dir))
     }
 
     fn describe(&self) -> String {
-        format!("usbsdmux {}", self.sg.display())
+        if self.node == self.sg {
+            format!("usbsdmux {}", self.sg.display())
+        } else {
+            format!("usbsdmux {} ({})", self.sg.display(), self.node.display())
+        }
     }
 }
 
@@ -229,139 +271,4 @@ pub fn find_by_serial(sys: &Path, serial: &str) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::{Arc, Mutex};
-
-    /// One SCSI command: the CDB and the data phase sent (empty for reads).
-    type Sent = ([u8; 16], Vec<u8>);
-
-    /// Records every SCSI command; answers reads with `reply`.
-    #[derive(Clone, Default)]
-    struct FakeScsi {
-        sent: Arc<Mutex<Vec<Sent>>>,
-        reply: u8,
-    }
-
-    impl ScsiTransport for FakeScsi {
-        fn send(&mut self, cdb: &[u8; 16], data: &[u8]) -> Result<()> {
-            self.sent.lock().unwrap().push((*cdb, data.to_vec()));
-            Ok(())
-        }
-        fn receive(&mut self, cdb: &[u8; 16], buf: &mut [u8]) -> Result<()> {
-            self.sent.lock().unwrap().push((*cdb, Vec::new()));
-            buf[0] = self.reply;
-            Ok(())
-        }
-    }
-
-    fn mux(fake: &FakeScsi) -> UsbSdMux<FakeScsi> {
-        let mut m =
-            UsbSdMux::with_transport(fake.clone(), Path::new("/dev/sg3"), Path::new("/sys"));
-        m.power_off_wait = Duration::ZERO;
-        m
-    }
-
-    /// The (register, value) pairs written to the PCA9536, checking each full command.
-    fn writes(fake: &FakeScsi) -> Vec<(u8, u8)> {
-        let sent = fake.sent.lock().unwrap();
-        sent.iter()
-            .map(|(cdb, data)| {
-                assert_eq!(
-                    cdb,
-                    &[0xCF, 0x23, 0x82, 0x00, 0x00, 0x02, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-                );
-                assert_eq!(data.len(), 512);
-                assert!(data[2..].iter().all(|&b| b == 0));
-                (data[0], data[1])
-            })
-            .collect()
-    }
-
-    #[test]
-    fn usbsdmux_fake_switch_to_host_powers_down_first() {
-        let fake = FakeScsi::default();
-        mux(&fake).switch(MuxSide::Host).unwrap();
-        assert_eq!(
-            writes(&fake),
-            vec![(0x01, 0x0B), (0x03, 0xF0), (0x01, 0x00)]
-        );
-    }
-
-    #[test]
-    fn usbsdmux_fake_switch_to_dut_selects_before_powering() {
-        let fake = FakeScsi::default();
-        mux(&fake).switch(MuxSide::Dut).unwrap();
-        assert_eq!(
-            writes(&fake),
-            vec![(0x01, 0x0B), (0x03, 0xF0), (0x01, 0x0F), (0x01, 0x0C)]
-        );
-    }
-
-    #[test]
-    fn usbsdmux_fake_switch_waits_with_the_card_off() {
-        let fake = FakeScsi::default();
-        let mut m = mux(&fake);
-        m.power_off_wait = Duration::from_millis(50);
-        let t = std::time::Instant::now();
-        m.switch(MuxSide::Host).unwrap();
-        assert!(t.elapsed() >= Duration::from_millis(50));
-    }
-
-    #[test]
-    fn usbsdmux_fake_reads_the_side() {
-        for (reply, want) in [
-            (0x00, Some(MuxSide::Host)),
-            (0x0C, Some(MuxSide::Dut)),
-            (0x0B, None),
-        ] {
-            let fake = FakeScsi {
-                reply,
-                ..Default::default()
-            };
-            assert_eq!(mux(&fake).side().unwrap(), want);
-            let (cdb, _) = fake.sent.lock().unwrap()[0];
-            assert_eq!(&cdb[..8], &[0xCF, 0x22, 0x82, 0x83, 0x00, 0x01, 0x01, 0x01]);
-        }
-    }
-
-    #[test]
-    fn usbsdmux_fake_finds_the_block_device_and_the_serial() {
-        let sys = tempfile::tempdir().unwrap();
-        let sys = std::fs::canonicalize(sys.path()).unwrap();
-        let usb = sys.join("devices/usb1/1-1");
-        let scsi = usb.join("1-1:1.0/host0/target0:0:0/0:0:0:0");
-        std::fs::create_dir_all(scsi.join("block/sdq")).unwrap();
-        std::fs::write(usb.join("serial"), "000000000815\n").unwrap();
-        std::fs::create_dir_all(sys.join("class/scsi_generic/sg3")).unwrap();
-        std::os::unix::fs::symlink(&scsi, sys.join("class/scsi_generic/sg3/device")).unwrap();
-
-        assert_eq!(
-            find_by_serial(&sys, "000000000815").unwrap(),
-            Path::new("/dev/sg3")
-        );
-        let err = find_by_serial(&sys, "nope").unwrap_err();
-        assert!(matches!(err, Error::Input(_)));
-
-        let mut m = UsbSdMux::with_transport(FakeScsi::default(), Path::new("/dev/sg3"), &sys);
-        m.settle = Settle {
-            timeout: Duration::from_millis(300),
-            stable_for: Duration::from_millis(20),
-            poll: Duration::from_millis(10),
-        };
-        // /dev/sdq does not exist here, so the wait must time out naming what it waited for.
-        let err = m.host_device().unwrap_err();
-        assert!(matches!(err, Error::Infra(_)));
-        assert!(err.to_string().contains("usbsdmux /dev/sg3"), "{err}");
-        assert_eq!(
-            block_under(&scsi.join("block")),
-            Some(PathBuf::from("/dev/sdq"))
-        );
-    }
-
-    #[test]
-    fn a_missing_sg_device_is_one_input_line() {
-        let err = UsbSdMux::open(Path::new("/dev/sg77")).err().unwrap();
-        assert_eq!(err.to_string(), "usbsdmux /dev/sg77 does not exist");
-    }
-}
+mod tests;
