@@ -182,4 +182,10 @@ pub enum ReportCommand {
         /// Run B: its folder or its `summary.json`.
         b: PathBuf,
     },
+    /// Render junit.xml, summary.json and report.html again from a run's journal (after a
+    /// crash, `kill -9` or a power cut: tests that were running are reported interrupted).
+    Render {
+        /// The run's folder (holding `journal.jsonl`).
+        dir: PathBuf,
+    },
 }

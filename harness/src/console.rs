@@ -37,6 +37,9 @@ struct State {
     buf: Vec<u8>,
     /// Where the next expectation starts looking.
     cursor: usize,
+    /// Why the current transport stopped giving output (QEMU exited, the UART went away),
+    /// while the harness still used it; cleared by [`Console::attach`] and [`Console::detach`].
+    lost: Option<String>,
 }
 
 impl Console {
@@ -49,6 +52,7 @@ impl Console {
                 state: Mutex::new(State {
                     buf: Vec::new(),
                     cursor: 0,
+                    lost: None,
                 }),
                 arrived: Condvar::new(),
                 writer: Mutex::new(None),
@@ -63,21 +67,33 @@ impl Console {
     pub fn attach(&self, port: Box<dyn ConsolePort>) -> Result<()> {
         let mut reader = port.try_clone_port()?;
         let generation = self.inner.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.inner.state.lock().unwrap().lost = None;
         *self.inner.writer.lock().unwrap() = Some(port);
         let inner = Arc::clone(&self.inner);
         std::thread::Builder::new()
             .name("console".into())
             .spawn(move || {
                 let mut chunk = [0u8; 4096];
+                // The log file never holds a secret: bytes that may begin one wait for the rest.
+                let mut pending = Vec::new();
                 loop {
                     let n = match reader.read(&mut chunk) {
-                        Ok(0) | Err(_) => break,
+                        Ok(0) => {
+                            inner.lose(generation, "the serial console closed".into());
+                            break;
+                        }
+                        Err(e) => {
+                            inner.lose(generation, format!("the serial console failed: {e}"));
+                            break;
+                        }
                         Ok(n) => n,
                     };
                     if inner.generation.load(Ordering::SeqCst) != generation {
                         break;
                     }
-                    let _ = inner.log.lock().unwrap().write_all(&chunk[..n]);
+                    pending.extend_from_slice(&chunk[..n]);
+                    let masked = crate::redact::stream(&mut pending, false);
+                    let _ = inner.log.lock().unwrap().write_all(&masked);
                     inner
                         .state
                         .lock()
@@ -86,6 +102,8 @@ impl Console {
                         .extend_from_slice(&chunk[..n]);
                     inner.arrived.notify_all();
                 }
+                let rest = crate::redact::stream(&mut pending, true);
+                let _ = inner.log.lock().unwrap().write_all(&rest);
             })
             .infra_ctx(|| "cannot start the console reader".into())?;
         Ok(())
@@ -94,7 +112,27 @@ impl Console {
     /// Stops using the current transport (its reader ends when the port closes).
     pub fn detach(&self) {
         self.inner.generation.fetch_add(1, Ordering::SeqCst);
+        self.inner.state.lock().unwrap().lost = None;
         *self.inner.writer.lock().unwrap() = None;
+    }
+
+    /// Why the transport in use stopped giving output, if it did: the device (QEMU) is gone or
+    /// the UART was unplugged.
+    pub fn lost(&self) -> Option<String> {
+        self.inner.state.lock().unwrap().lost.clone()
+    }
+
+    /// The console's last `lines` lines, for an error message.
+    pub fn last_lines(&self, lines: usize) -> String {
+        let state = self.inner.state.lock().unwrap();
+        let text = String::from_utf8_lossy(&state.buf[state.buf.len().saturating_sub(4096)..])
+            .into_owned();
+        let all: Vec<&str> = text
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| !l.is_empty())
+            .collect();
+        all[all.len().saturating_sub(lines)..].join(" | ")
     }
 
     /// How many bytes the console has printed so far; a position for [`Console::text_between`].
@@ -147,6 +185,12 @@ impl Console {
             }
             if crate::interrupt::requested() {
                 return Err(Error::Interrupted);
+            }
+            if let Some(why) = &state.lost {
+                let tail = tail_text(&state.buf[cursor..], 200);
+                return Err(Error::infra(format!(
+                    "{why} while waiting for /{pattern}/: the device is gone (last output: {tail:?})"
+                )));
             }
             let now = Instant::now();
             if now >= deadline {
@@ -212,6 +256,19 @@ impl Console {
     }
 }
 
+impl Inner {
+    /// The reader of transport `generation` ended: if that transport is still the one in use,
+    /// the console is lost, and every wait on it learns so at once.
+    fn lose(&self, generation: u64, why: String) {
+        let mut state = self.state.lock().unwrap();
+        if self.generation.load(Ordering::SeqCst) == generation {
+            state.lost = Some(why);
+        }
+        drop(state);
+        self.arrived.notify_all();
+    }
+}
+
 fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
 }
@@ -253,6 +310,36 @@ mod tests {
         console.attach(Box::new(ours)).unwrap();
         std::thread::spawn(move || script(theirs));
         (console, dir)
+    }
+
+    #[test]
+    fn a_transport_that_closes_ends_a_wait_at_once_as_infrastructure() {
+        let (console, _dir) = fake_device(|mut s| {
+            s.write_all(b"[  OK  ] Started serial getty\n").unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            // The device goes away: QEMU exits, the socket closes.
+        });
+        let start = Instant::now();
+        let err = console
+            .expect("never printed", Duration::from_secs(30))
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(matches!(err, Error::Infra(_)), "{err}");
+        assert!(err.to_string().contains("the device is gone"), "{err}");
+        assert!(console.last_lines(3).contains("Started serial getty"));
+        assert!(console.lost().is_some());
+    }
+
+    #[test]
+    fn a_transport_detached_on_purpose_is_not_lost() {
+        let (console, _dir) = fake_device(|_s| {});
+        console.detach();
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(console.lost(), None);
+        let err = console
+            .expect("anything", Duration::from_millis(300))
+            .unwrap_err();
+        assert!(matches!(err, Error::Failed(_)), "{err}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod live;
 pub mod paths;
 pub mod process;
 pub mod qemu;
+pub mod redact;
 pub mod reference;
 pub mod registry;
 pub mod report;

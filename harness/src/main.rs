@@ -359,5 +359,26 @@ fn report(cmd: harness::cli::ReportCommand) -> Result<i32> {
             print!("{}", comparison.render());
             Ok(comparison.exit_code())
         }
+        harness::cli::ReportCommand::Render { dir } => {
+            let reporter = harness::report::Reporter::from_journal(&dir)?;
+            reporter.render()?;
+            let counts = harness::report::Counts::of(reporter.results());
+            println!(
+                "{}: {} passed, {} failed, {} skipped, {} errors, {} flaky{}",
+                dir.display(),
+                counts.passed,
+                counts.failed,
+                counts.skipped,
+                counts.errors,
+                counts.flaky,
+                if reporter.was_interrupted() {
+                    " (interrupted)"
+                } else {
+                    ""
+                }
+            );
+            println!("report: {}", reporter.junit_path().display());
+            Ok(exit_code::SUCCESS)
+        }
     }
 }

@@ -33,6 +33,51 @@ pub struct Ssh {
     session: ssh2::Session,
 }
 
+/// Why [`Ssh::exec`] failed, and whether the command may have run: a command is sent again
+/// only when it provably never started (at most once: `hostapp-update` must not run twice).
+#[derive(Debug)]
+pub struct ExecFailure {
+    /// `false` when the command was never sent (no channel could be opened).
+    pub started: bool,
+    /// What went wrong.
+    pub error: Error,
+}
+
+impl From<ExecFailure> for Error {
+    fn from(f: ExecFailure) -> Error {
+        f.error
+    }
+}
+
+/// How often a blocking SSH operation looks up from its socket to check for Ctrl-C/SIGTERM,
+/// a dead device and its deadline.
+const SLICE: Duration = Duration::from_millis(100);
+
+/// libssh2's "would block" (`LIBSSH2_ERROR_EAGAIN`).
+const EAGAIN: i32 = -37;
+
+/// Runs a non-blocking libssh2 call `op` until it no longer would block, bounded by
+/// `deadline` and observing Ctrl-C/SIGTERM; `what` names it in the error.
+fn until_done<T>(
+    deadline: Instant,
+    what: &str,
+    mut op: impl FnMut() -> std::result::Result<T, ssh2::Error>,
+) -> Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.code() == ssh2::ErrorCode::Session(EAGAIN) => {}
+            other => return other.map_err(|e| Error::infra(format!("{what}: {e}"))),
+        }
+        if crate::interrupt::requested() {
+            return Err(Error::Interrupted);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::infra(format!("{what}: no answer in time")));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits until the SSH daemon at `addr` sends its `SSH-2.0` banner.
 ///
 /// A TCP connect alone proves nothing under QEMU: the forwarded port accepts before the guest
@@ -97,35 +142,48 @@ impl Ssh {
     /// With a key, public-key authentication is used; without one, the login that a
     /// development image allows (no password). A refused login is [`Error::Failed`], since a
     /// device that refuses the run's key is misbehaving.
+    /// The handshake and login are non-blocking underneath, so Ctrl-C/SIGTERM ends them
+    /// within a fraction of a second.
     pub fn connect(target: &SshTarget, timeout: Duration) -> Result<Ssh> {
         let addr = target.addr;
-        let tcp = TcpStream::connect_timeout(&addr, timeout)
+        let deadline = Instant::now() + timeout;
+        let tcp = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(10)))
             .infra_ctx(|| format!("cannot connect to SSH on {addr}"))?;
         let mut session =
             ssh2::Session::new().infra_ctx(|| "cannot start an SSH session".into())?;
         session.set_tcp_stream(tcp);
-        session.set_timeout(timeout.as_millis() as u32);
-        session
-            .handshake()
-            .infra_ctx(|| format!("SSH handshake with {addr} failed"))?;
+        session.set_blocking(false);
+        until_done(deadline, &format!("SSH handshake with {addr}"), || {
+            session.handshake()
+        })?;
+        // A refused login is the device's answer, not the network's.
+        let refused = |what: &'static str| {
+            move |e: Error| match e {
+                Error::Infra(m) if !m.ends_with("no answer in time") => {
+                    Error::failed(format!("root@{addr} refused {what}: {m}"))
+                }
+                other => other,
+            }
+        };
         match &target.key {
             Some(key) => {
-                session
-                    .userauth_pubkey_file("root", None, key, None)
-                    .map_err(|e| {
-                        Error::failed(format!("root@{addr} refused the run's key: {e}"))
-                    })?;
+                until_done(deadline, "public key login", || {
+                    session.userauth_pubkey_file("root", None, key, None)
+                })
+                .map_err(refused("the run's key"))?;
             }
             None => {
                 // "none" authentication succeeds when root has an empty password.
-                let _ = session.auth_methods("root");
+                let _ = until_done(deadline, "login", || session.auth_methods("root"));
                 if !session.authenticated() {
-                    session.userauth_password("root", "").map_err(|e| {
-                        Error::failed(format!("root@{addr} refused a login without a key: {e}"))
-                    })?;
+                    until_done(deadline, "password login", || {
+                        session.userauth_password("root", "")
+                    })
+                    .map_err(refused("a login without a key"))?;
                 }
             }
         }
+        session.set_blocking(true);
         if !session.authenticated() {
             return Err(Error::failed(format!("root@{addr}: not authenticated")));
         }
@@ -133,30 +191,50 @@ impl Ssh {
     }
 
     /// Runs `command`, feeding it `stdin`, and collects its output; bounded by `timeout`.
-    pub fn exec(&self, command: &str, stdin: &[u8], timeout: Duration) -> Result<ExecOutput> {
+    /// `watch` is called every [`SLICE`] or so while the command runs: an error from it (Ctrl-C,
+    /// the device gone) ends the wait at once.
+    pub fn exec(
+        &self,
+        command: &str,
+        stdin: &[u8],
+        timeout: Duration,
+        watch: &mut dyn FnMut() -> Result<()>,
+    ) -> std::result::Result<ExecOutput, ExecFailure> {
+        let started = |error| ExecFailure {
+            started: true,
+            error,
+        };
         let deadline = Instant::now() + timeout;
         let s = &self.session;
         s.set_blocking(true);
-        s.set_timeout(timeout.as_millis().max(1) as u32);
-        let mut channel = s
-            .channel_session()
-            .infra_ctx(|| "cannot open an SSH channel".into())?;
-        channel
-            .exec(command)
-            .infra_ctx(|| format!("cannot run `{command}` over SSH"))?;
+        s.set_timeout(timeout.min(Duration::from_secs(10)).as_millis().max(1) as u32);
+        let mut channel = s.channel_session().map_err(|e| ExecFailure {
+            started: false,
+            error: Error::infra(format!("cannot open an SSH channel: {e}")),
+        })?;
+        channel.exec(command).map_err(|e| {
+            started(Error::infra(format!(
+                "cannot run `{command}` over SSH: {e}"
+            )))
+        })?;
         if !stdin.is_empty() {
-            channel
-                .write_all(stdin)
-                .infra_ctx(|| format!("cannot send input to `{command}`"))?;
+            channel.write_all(stdin).map_err(|e| {
+                started(Error::infra(format!(
+                    "cannot send input to `{command}`: {e}"
+                )))
+            })?;
         }
-        channel
-            .send_eof()
-            .infra_ctx(|| "cannot close the command's input".into())?;
+        channel.send_eof().map_err(|e| {
+            started(Error::infra(format!(
+                "cannot close the command's input: {e}"
+            )))
+        })?;
 
         // Read both streams without blocking, so a chatty stderr cannot stall stdout.
         s.set_blocking(false);
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let mut chunk = [0u8; 16384];
+        let mut looked = Instant::now();
         let result = 'read: loop {
             let mut progressed = false;
             for (stream_id, sink) in [(0, &mut out), (1, &mut err)] {
@@ -183,13 +261,19 @@ impl Ssh {
                     timeout.as_secs()
                 )));
             }
+            if looked.elapsed() >= SLICE {
+                looked = Instant::now();
+                if let Err(e) = watch() {
+                    break Err(e);
+                }
+            }
             if !progressed {
                 std::thread::sleep(Duration::from_millis(5));
             }
         };
         s.set_blocking(true);
         s.set_timeout(5000);
-        result?;
+        result.map_err(started)?;
         let _ = channel.wait_close();
         let signalled = channel
             .exit_signal()

@@ -33,6 +33,18 @@ pub trait Target {
     fn configure_image(&mut self, changes: &[Change]) -> Result<()>;
     /// Lines about the set-up for the report (accelerator, network).
     fn notes(&self) -> Vec<String>;
+    /// Fails, as an infrastructure error naming why and with the console's last lines, when
+    /// the device is gone while it should be running: its console transport closed or failed
+    /// (a UART unplugged, QEMU exited). Cheap: called every fraction of a second in waits.
+    fn alive(&mut self) -> Result<()> {
+        match self.console().lost() {
+            Some(why) => Err(crate::Error::infra(format!(
+                "{why}: the device is gone (console: {})",
+                self.console().last_lines(3)
+            ))),
+            None => Ok(()),
+        }
+    }
     /// Ends the run: the device is powered off; `keep` keeps work files for a post-mortem.
     fn finish(&mut self, keep: bool) {
         let _ = keep;

@@ -203,7 +203,9 @@ fn a_killed_holders_lease_frees_the_rig_at_once() {
             use std::io::Read;
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = err.read(&mut buf) {
-                said.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                said.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         })
     };

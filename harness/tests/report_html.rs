@@ -189,11 +189,16 @@ fn junit_of_every_outcome_validates_and_a_broken_one_does_not() {
     let junit = dir.path().join("junit.xml");
     common::assert_valid_junit(&junit);
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("<flakyFailure") && xml.contains("<skipped"), "{xml}");
+    assert!(
+        xml.contains("<flakyFailure") && xml.contains("<skipped"),
+        "{xml}"
+    );
 
     let tests = regex::Regex::new(r#"<testsuite (.*?)tests="\d+""#).unwrap();
     for broken in [
-        tests.replace(&xml, r#"<testsuite ${1}tests="many""#).into_owned(),
+        tests
+            .replace(&xml, r#"<testsuite ${1}tests="many""#)
+            .into_owned(),
         xml.replacen("<testcase name=", "<testcase nom=", 1),
     ] {
         assert_ne!(broken, xml);

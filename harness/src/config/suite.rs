@@ -263,6 +263,154 @@ pub struct Suite {
     pub tests: Vec<(String, TestFile)>,
     /// The steps of `setup`, in order.
     pub setup: Vec<Step>,
+    /// Where each test (in the order of `tests`) is written.
+    pub sources: Vec<Source>,
+    /// Where each file of `setup` is written; their steps, one file after the other, are
+    /// `setup`.
+    pub setup_sources: Vec<Source>,
+    /// Where entries of `suite.yaml` are written: `vars.NAME`, `config.KEY`, `files.PATH`,
+    /// `setup.N` (from 0).
+    pub places: BTreeMap<String, Place>,
+}
+
+impl Suite {
+    /// `suite.yaml`.
+    pub fn suite_yaml(&self) -> PathBuf {
+        self.dir.join("suite.yaml")
+    }
+
+    /// Where the entry `key` of `suite.yaml` (`vars.NAME`, ...) is written, else the file.
+    pub fn place(&self, key: &str) -> Place {
+        self.places
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| Place::file(self.suite_yaml()))
+    }
+}
+
+/// A place in a YAML file: `file:line:column`, or only the file when the line is not known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    /// The file.
+    pub file: PathBuf,
+    /// The line, from 1; 0 when not known.
+    pub line: u64,
+    /// The column, from 1.
+    pub column: u64,
+}
+
+impl Place {
+    /// The file, without a line.
+    pub fn file(file: PathBuf) -> Place {
+        Place {
+            file,
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.file.display())
+        } else {
+            write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+        }
+    }
+}
+
+/// A test file as read: its path and where each of its steps starts.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file.
+    pub path: PathBuf,
+    /// `(line, column)` of each step, in order (`(0, 0)` where not known): one per step.
+    pub steps: Vec<(u64, u64)>,
+}
+
+impl Source {
+    /// Where step `i` (from 0) is written, else the file.
+    pub fn step(&self, i: usize) -> Place {
+        match self.steps.get(i) {
+            Some(&(line, column)) if line > 0 => Place {
+                file: self.path.clone(),
+                line,
+                column,
+            },
+            _ => Place::file(self.path.clone()),
+        }
+    }
+}
+
+/// Where a test file's steps start: the same file read for locations only.
+#[derive(Deserialize, Default)]
+struct StepPlaces {
+    #[serde(default)]
+    steps: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+}
+
+/// Where the entries of `suite.yaml` start: the same file read for locations only.
+#[derive(Deserialize, Default)]
+struct SuitePlaces {
+    #[serde(default)]
+    vars: BTreeMap<String, serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    config: BTreeMap<String, serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    files: BTreeMap<String, serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    setup: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+}
+
+fn line_column<T>(s: &serde_saphyr::Spanned<T>) -> (u64, u64) {
+    (s.referenced.line(), s.referenced.column())
+}
+
+/// Reads the test file at `path`, with where its steps start.
+pub fn read_test(path: &Path) -> Result<(TestFile, Source)> {
+    let text =
+        std::fs::read_to_string(path).input_ctx(|| format!("cannot read {}", path.display()))?;
+    let test: TestFile = super::yaml::parse(&text, path)?;
+    let places: StepPlaces = serde_saphyr::from_str(&text).unwrap_or_default();
+    let steps = if places.steps.len() == test.steps.len() {
+        places.steps.iter().map(line_column).collect()
+    } else {
+        vec![(0, 0); test.steps.len()]
+    };
+    Ok((
+        test,
+        Source {
+            path: path.to_path_buf(),
+            steps,
+        },
+    ))
+}
+
+fn suite_places(path: &Path, text: &str) -> BTreeMap<String, Place> {
+    let doc: SuitePlaces = serde_saphyr::from_str(text).unwrap_or_default();
+    let place = |s: &serde_saphyr::Spanned<serde::de::IgnoredAny>| {
+        let (line, column) = line_column(s);
+        Place {
+            file: path.to_path_buf(),
+            line,
+            column,
+        }
+    };
+    let keyed = [
+        ("vars", &doc.vars),
+        ("config", &doc.config),
+        ("files", &doc.files),
+    ];
+    let mut out: BTreeMap<String, Place> = keyed
+        .into_iter()
+        .flat_map(|(what, map)| map.iter().map(move |(k, v)| (format!("{what}.{k}"), v)))
+        .map(|(k, v)| (k, place(v)))
+        .collect();
+    for (i, s) in doc.setup.iter().enumerate() {
+        out.insert(format!("setup.{i}"), place(s));
+    }
+    out
 }
 
 /// Resolves `suite/os`, `suites/os` or a path to a suite folder.
@@ -295,7 +443,11 @@ pub fn load(dir: &Path) -> Result<Suite> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let file: SuiteFile = super::yaml::read(&dir.join("suite.yaml"))?;
+    let suite_yaml = dir.join("suite.yaml");
+    let text = std::fs::read_to_string(&suite_yaml)
+        .input_ctx(|| format!("cannot read {}", suite_yaml.display()))?;
+    let file: SuiteFile = super::yaml::parse(&text, &suite_yaml)?;
+    let places = suite_places(&suite_yaml, &text);
     let names = if file.tests.is_empty() {
         yaml_files(dir)?
             .into_iter()
@@ -306,6 +458,7 @@ pub fn load(dir: &Path) -> Result<Suite> {
         file.tests.clone()
     };
     let mut tests = Vec::new();
+    let mut sources = Vec::new();
     for entry in names {
         let (test, path) = match entry.strip_suffix(".yaml") {
             Some(_) => {
@@ -322,19 +475,27 @@ pub fn load(dir: &Path) -> Result<Suite> {
                 path.display()
             )));
         }
-        tests.push((test, super::yaml::read::<TestFile>(&path)?));
+        let (read, source) = read_test(&path)?;
+        tests.push((test, read));
+        sources.push(source);
     }
     let mut setup = Vec::new();
-    for entry in &file.setup {
+    let mut setup_sources = Vec::new();
+    for (i, entry) in file.setup.iter().enumerate() {
         let path = dir.join(entry);
         if !path.is_file() {
+            let at = places
+                .get(&format!("setup.{i}"))
+                .cloned()
+                .unwrap_or_else(|| Place::file(suite_yaml.clone()));
             return Err(Error::input(format!(
-                "{}: setup names {} which does not exist",
-                dir.join("suite.yaml").display(),
+                "{at}: setup names {} which does not exist",
                 path.display()
             )));
         }
-        setup.extend(super::yaml::read::<TestFile>(&path)?.steps);
+        let (read, source) = read_test(&path)?;
+        setup.extend(read.steps);
+        setup_sources.push(source);
     }
     Ok(Suite {
         name,
@@ -342,6 +503,9 @@ pub fn load(dir: &Path) -> Result<Suite> {
         file,
         tests,
         setup,
+        sources,
+        setup_sources,
+        places,
     })
 }
 
@@ -386,6 +550,33 @@ mod tests {
             err.starts_with("suites/x/t.yaml:4:5: unknown variant `rebot`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn steps_and_suite_entries_know_their_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("suite.yaml"),
+            "description: s\nvars:\n  a: '1'\nsetup: [t.yaml]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("t.yaml"),
+            "description: x\nsteps:\n  - ssh: {run: uname}\n  -   reboot: {}\n",
+        )
+        .unwrap();
+        let suite = load(dir.path()).unwrap();
+        let t = &suite.sources[0];
+        assert_eq!(t.steps, vec![(3, 5), (4, 7)]);
+        assert_eq!(
+            t.step(1).to_string(),
+            format!("{}:4:7", dir.path().join("t.yaml").display())
+        );
+        assert_eq!(suite.setup.len(), 2);
+        assert_eq!(suite.setup_sources[0].steps.len(), 2);
+        assert_eq!(suite.place("vars.a").line, 3);
+        assert_eq!(suite.place("setup.0").line, 4);
+        assert_eq!(suite.place("vars.b").line, 0);
     }
 
     #[test]

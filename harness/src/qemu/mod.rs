@@ -149,6 +149,25 @@ impl QemuMachine {
         }
     }
 
+    /// Fails when QEMU, started and not stopped by the harness, has exited (and reaps it):
+    /// the device died under the test.
+    pub fn check_running(&mut self) -> Result<()> {
+        let Some(child) = self.child.as_mut() else {
+            return Ok(());
+        };
+        match child.try_wait() {
+            Ok(Some(_)) => {
+                let mut child = self.child.take().expect("checked above");
+                self.qmp = None;
+                if let Some(console) = &self.console {
+                    console.detach();
+                }
+                Err(self.explain_exit(&mut child, Error::infra("QEMU exited")))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Resets the guest like its reset button (QEMU keeps running).
     pub fn reset(&mut self) -> Result<()> {
         self.qmp()?.execute("system_reset", serde_json::json!({}))?;

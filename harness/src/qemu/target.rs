@@ -122,6 +122,12 @@ impl Target for QemuTarget {
         self.notes.clone()
     }
 
+    fn alive(&mut self) -> Result<()> {
+        self.machine.check_running().map_err(|e| {
+            crate::Error::infra(format!("{e} (console: {})", self.console.last_lines(3)))
+        })
+    }
+
     fn finish(&mut self, keep: bool) {
         let _ = self.machine.off();
         if !keep {

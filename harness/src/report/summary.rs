@@ -21,11 +21,23 @@ pub fn render(
     serde_json::to_string_pretty(&doc).unwrap_or_default()
 }
 
-/// A test's entry: its fields and whether it was flaky.
+/// A test's entry: its fields and whether it was flaky. Logs (the SSH transcript, the
+/// console) stay in junit.xml, report.html and the journal.
 fn test(r: &TestResult) -> serde_json::Value {
     let mut v = serde_json::to_value(r).unwrap_or_default();
     if let Some(obj) = v.as_object_mut() {
+        strip_logs(obj);
+        if let Some(serde_json::Value::Array(attempts)) = obj.get_mut("attempts") {
+            for a in attempts.iter_mut().filter_map(|a| a.as_object_mut()) {
+                strip_logs(a);
+            }
+        }
         obj.insert("flaky".into(), r.flaky().into());
     }
     v
+}
+
+fn strip_logs(obj: &mut serde_json::Map<String, serde_json::Value>) {
+    obj.remove("transcript");
+    obj.remove("console");
 }

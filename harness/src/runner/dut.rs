@@ -96,6 +96,7 @@ impl<'t> Dut<'t> {
             if crate::interrupt::requested() {
                 return Err(Error::Interrupted);
             }
+            self.target.alive()?;
             let left = deadline.saturating_duration_since(Instant::now());
             let slice = left.min(Duration::from_secs(10));
             let attempt = ssh::wait_for_banner(target.addr, slice)
@@ -153,8 +154,10 @@ impl<'t> Dut<'t> {
         Ssh::connect(&target, timeout)
     }
 
-    /// Runs `command` over SSH, reconnecting once if the session was lost; adds it to the
-    /// transcript.
+    /// Runs `command` over SSH and adds it to the transcript. A session found dead before the
+    /// command was sent (the device rebooted) is replaced once; a command that may have started
+    /// is never sent again: the step fails with what is known. Ctrl-C/SIGTERM and a device
+    /// that dies (QEMU exits, the UART goes) end the wait at once.
     pub fn exec(&mut self, command: &str, timeout: Duration) -> Result<ExecOutput> {
         self.exec_with_input(command, b"", timeout)
     }
@@ -166,25 +169,28 @@ impl<'t> Dut<'t> {
         stdin: &[u8],
         timeout: Duration,
     ) -> Result<ExecOutput> {
+        self.alive()?;
         if self.ssh.is_none() {
             self.connect(timeout)?;
         }
-        let first = self
-            .ssh
-            .as_ref()
-            .expect("connected above")
-            .exec(command, stdin, timeout);
-        let out = match first {
-            Err(Error::Infra(_)) => {
-                // The session may have died with a reboot; one fresh connection settles it.
+        let out = match self.exec_once(command, stdin, timeout) {
+            Err(f) if !f.started && matches!(f.error, Error::Infra(_)) => {
+                // The session died before the command went out: one fresh connection.
                 self.connect(timeout)?;
-                self.ssh
-                    .as_ref()
-                    .expect("connected above")
-                    .exec(command, stdin, timeout)?
+                self.exec_once(command, stdin, timeout)
             }
-            other => other?,
+            other => other,
         };
+        let out = out.map_err(|f| {
+            let _ = writeln!(self.transcript, "$ {command}");
+            let _ = writeln!(self.transcript, "[not finished: {}]", f.error);
+            match f.error {
+                Error::Infra(m) if f.started => Error::Infra(format!(
+                    "{m} (the command had been sent, so it was not sent again)"
+                )),
+                other => other,
+            }
+        })?;
         let _ = writeln!(self.transcript, "$ {command}");
         self.transcript.push_str(&out.stdout);
         if !out.stderr.is_empty() {
@@ -192,6 +198,28 @@ impl<'t> Dut<'t> {
         }
         let _ = writeln!(self.transcript, "[exit {}]", out.status);
         Ok(out)
+    }
+
+    fn exec_once(
+        &mut self,
+        command: &str,
+        stdin: &[u8],
+        timeout: Duration,
+    ) -> std::result::Result<ExecOutput, ssh::ExecFailure> {
+        let ssh = self.ssh.as_ref().expect("connected before");
+        let target = &mut *self.target;
+        ssh.exec(command, stdin, timeout, &mut || {
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted);
+            }
+            target.alive()
+        })
+    }
+
+    /// Fails at once, as an infrastructure error with the console's last lines, when the
+    /// device is gone (QEMU exited, the serial port vanished).
+    pub fn alive(&mut self) -> Result<()> {
+        self.target.alive()
     }
 
     /// The device's boot id (changes with every boot).
@@ -283,6 +311,7 @@ impl<'t> Dut<'t> {
             )));
         }
         let mut config = ConfigJson::parse(current.stdout.as_bytes(), "the device's config.json")?;
+        crate::redact::secrets_of_config(&serde_json::Value::Object(config.0.clone()));
         for change in changes {
             match change {
                 Change::Set(k, v) => config.set(k, v)?,

@@ -99,10 +99,23 @@ pub fn prepare(
             }
         ))
     })?;
+    remember_secrets(&mut file);
     Ok(Media {
         image,
         boot,
         probe_kernel: reference.map(|b| b.kernel_path()),
         vars,
     })
+}
+
+/// The secrets of the image's own `config.json` (a balena-cloud image's `apiKey`,
+/// `deviceApiKey`): masked in everything the run writes.
+fn remember_secrets(file: &mut std::fs::File) {
+    use crate::image::{bootfs::open_boot, partitions::ReadOnly};
+    let bytes = open_boot(ReadOnly(file)).and_then(|boot| boot.read("config.json"));
+    if let Ok(Some(bytes)) = bytes {
+        if let Ok(config) = serde_json::from_slice(&bytes) {
+            crate::redact::secrets_of_config(&config);
+        }
+    }
 }

@@ -136,7 +136,13 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
     let mut plans = BTreeMap::new();
     for spec in &specs {
         if !plans.contains_key(&spec.machine) {
-            let plan = plan::build(root, &spec.machine, &opts.suites, opts.filter.as_deref())?;
+            let plan = plan::build_for(
+                root,
+                &spec.machine,
+                &opts.suites,
+                opts.filter.as_deref(),
+                &plan::Given::of(opts),
+            )?;
             plans.insert(spec.machine.clone(), plan);
         }
     }
@@ -166,7 +172,7 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
     for n in &notes {
         ui.line(n);
     }
-    let key = keys::generate(&dir)?;
+    let key = keys::generate(&dir, &crate::paths::state_dir().join("keys"), opts.keep)?;
     let junit = opts.junit.clone().unwrap_or_else(|| dir.join("junit.xml"));
     let image = machines
         .values()
@@ -242,6 +248,15 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
     let mut reporter = reporter.into_inner().unwrap_or_else(|e| e.into_inner());
     if interrupted {
         reporter.interrupted()?;
+    }
+    reporter.close()?;
+    // An image unpacked into the run folder holds the image's secrets: it goes with the run.
+    if !opts.keep {
+        for p in machines.values() {
+            if p.media.image.starts_with(&dir) {
+                let _ = std::fs::remove_file(&p.media.image);
+            }
+        }
     }
     Ok(RunSummary {
         dir,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::plan::Plan;
 use crate::config::suite::{ConfigureOn, Step, TestFile};
+use crate::report::journal::Slot;
 use crate::report::Attempt;
 
 /// Tests of one suite that run in order on one device.
@@ -84,6 +85,9 @@ fn boots(test: &TestFile) -> usize {
 /// A chain to run, with what its earlier attempts left.
 #[derive(Debug, Clone)]
 pub struct Job {
+    /// Unique in the process; its retries and reruns keep it, so that their results replace
+    /// the earlier ones in the report.
+    pub id: u64,
     /// The chain.
     pub chain: Chain,
     /// The one target that must run it (every target runs every chain), or any.
@@ -99,10 +103,19 @@ pub struct Job {
 }
 
 impl Job {
+    /// Where the result of the chain's test at `pos` goes in the report.
+    pub fn slot(&self, pos: usize) -> Slot {
+        Slot { job: self.id, pos }
+    }
+}
+
+impl Job {
     /// A first attempt of `chain`.
     pub fn new(chain: Chain, target: Option<String>, infra_retries: usize, reruns: usize) -> Job {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let earlier = vec![Vec::new(); chain.tests.len()];
         Job {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             chain,
             target,
             infra_retries,

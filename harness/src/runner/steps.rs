@@ -91,7 +91,7 @@ fn ssh(dut: &mut Dut, s: &SshStep, timeout: Duration) -> Result<()> {
             (Err(e), _) => Err(e),
             (Ok(session), false) => {
                 dut.note("root login without a key: allowed");
-                let out = session.exec(&command, b"", timeout)?;
+                let out = session.exec(&command, b"", timeout, &mut || dut.alive())?;
                 check(s, &command, &out, dut)
             }
         };

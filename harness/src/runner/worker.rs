@@ -82,8 +82,8 @@ struct DeviceState {
 
 /// How a job ended on this target.
 enum JobEnd {
-    /// Its results, final.
-    Done(Vec<TestResult>, bool),
+    /// Its results are final; with the message of the infrastructure failure that ended it.
+    Done(Option<String>),
     /// It goes back to the queue; `true` when an infrastructure failure sent it.
     Retry(Job, bool),
     /// Ctrl-C.
@@ -117,11 +117,24 @@ impl Shared<'_> {
         }
     }
 
-    fn add(&self, result: TestResult) {
-        self.ui
-            .line(&crate::report::terminal::line(&result, self.several));
+    /// A test began: journaled, so that a run killed while it runs reports it interrupted.
+    fn started(&self, job: &Job, pos: usize, suite: &Suite, name: &str, spec: &TargetSpec) {
         let mut reporter = self.reporter.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = reporter.add(result) {
+        if let Err(e) = reporter.started(job.slot(pos), &suite.name, name, &spec.name) {
+            self.ui.line(&format!("cannot write the journal: {e}"));
+        }
+    }
+
+    /// A test's result for the chain's test at `pos`, journaled before the run goes on. A
+    /// `final` one is also printed; one whose test goes back to the queue stands in the report
+    /// until its retry replaces it.
+    fn finish(&self, job: &Job, pos: usize, result: TestResult, last: bool) {
+        if last {
+            self.ui
+                .line(&crate::report::terminal::line(&result, self.several));
+        }
+        let mut reporter = self.reporter.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = reporter.finished(job.slot(pos), result) {
             self.ui.line(&format!("cannot write the reports: {e}"));
         }
     }
@@ -158,17 +171,22 @@ impl Shared<'_> {
             let plan = &self.machines[&spec.machine].plan;
             let suite = &plan.suites[job.chain.suite].suite;
             for (pos, &t) in job.chain.tests.iter().enumerate() {
-                self.add(TestResult {
-                    suite: suite.name.clone(),
-                    name: suite.tests[t].0.clone(),
-                    target: job.target.clone().unwrap_or_else(|| spec.name.clone()),
-                    outcome: Outcome::Error(format!("not run: {why}")),
-                    duration: Duration::ZERO,
-                    properties: vec![],
-                    transcript: String::new(),
-                    console: String::new(),
-                    attempts: job.earlier[pos].clone(),
-                });
+                self.finish(
+                    &job,
+                    pos,
+                    TestResult {
+                        suite: suite.name.clone(),
+                        name: suite.tests[t].0.clone(),
+                        target: job.target.clone().unwrap_or_else(|| spec.name.clone()),
+                        outcome: Outcome::Error(format!("not run: {why}")),
+                        duration: Duration::ZERO,
+                        properties: vec![],
+                        transcript: String::new(),
+                        console: String::new(),
+                        attempts: job.earlier[pos].clone(),
+                    },
+                    true,
+                );
             }
         }
     }
@@ -358,25 +376,21 @@ fn run_jobs(spec: &TargetSpec, sh: &Shared, device: &mut Device, lease: &Lease) 
         if lease.lost() {
             sh.queue.retry(job);
             return Some(format!(
-                "lost its lease {} (another harness took it after it expired)",
+                "lost its lease {} (its lock file was replaced or another harness took it)",
                 lease.name()
             ));
         }
         dut.vars = vars.clone();
         match run_job(spec, sh, &prepared.plan, &mut dut, &mut state, job) {
-            JobEnd::Done(results, infra) => {
-                if let Some(Outcome::Error(m)) = results
-                    .iter()
-                    .map(|r| &r.outcome)
-                    .find(|o| matches!(o, Outcome::Error(_)))
-                {
-                    last_infra = m.clone();
-                }
-                for r in results {
-                    sh.add(r);
-                }
+            JobEnd::Done(infra) => {
                 sh.queue.done();
-                streak = if infra { streak + 1 } else { 0 };
+                streak = match infra {
+                    Some(m) => {
+                        last_infra = m;
+                        streak + 1
+                    }
+                    None => 0,
+                };
             }
             JobEnd::Retry(job, infra) => {
                 if let Some(a) = job.earlier.iter().flatten().last() {
@@ -425,20 +439,19 @@ fn run_job(
             .or_else(|| missing_capability(&test_at(pos).1.requires, &caps))
     };
     if (0..job.chain.tests.len()).all(|pos| skip_reason(pos).is_some()) {
-        let results = (0..job.chain.tests.len())
-            .map(|pos| {
-                let why = skip_reason(pos).unwrap_or_default();
-                result(
-                    suite,
-                    &test_at(pos).0,
-                    spec,
-                    Outcome::Skipped(why),
-                    &job,
-                    pos,
-                )
-            })
-            .collect();
-        return JobEnd::Done(results, false);
+        for pos in 0..job.chain.tests.len() {
+            let why = skip_reason(pos).unwrap_or_default();
+            let r = result(
+                suite,
+                &test_at(pos).0,
+                spec,
+                Outcome::Skipped(why),
+                &job,
+                pos,
+            );
+            sh.finish(&job, pos, r, true);
+        }
+        return JobEnd::Done(None);
     }
     let first = &test_at(0).1;
     let need_boot = match state.suite {
@@ -492,11 +505,10 @@ fn run_job(
                         0,
                     )
                 };
-                return give_up_or_retry(spec, sh, suite, job, 0, failed, Vec::new(), true);
+                return give_up_or_retry(spec, sh, suite, job, 0, failed, true);
             }
         }
     }
-    let mut results = Vec::new();
     for pos in 0..job.chain.tests.len() {
         let (name, test) = test_at(pos);
         let begin = Instant::now();
@@ -505,6 +517,7 @@ fn run_job(
             Outcome::Skipped(why)
         } else {
             let label = format!("{}/{name}", suite.name);
+            sh.started(&job, pos, suite, name, spec);
             sh.set(spec, TargetStatus::Running(label.clone()), vec![]);
             sh.say(spec, &format!("RUN   {label}"));
             let fresh = if test.fresh && !state.pristine {
@@ -534,9 +547,14 @@ fn run_job(
             }
             outcome
         };
-        if crate::interrupt::requested() {
-            return JobEnd::Interrupted;
-        }
+        let interrupted = crate::interrupt::requested();
+        let outcome = match outcome {
+            Outcome::Passed | Outcome::Skipped(_) => outcome,
+            _ if interrupted => {
+                Outcome::Error("interrupted (Ctrl-C or SIGTERM) while it ran".into())
+            }
+            other => other,
+        };
         let (transcript, mut properties) = dut.take_test_record();
         if let Some(s) = boot_seconds.take() {
             properties.insert(0, ("boot_seconds".into(), format!("{s:.1}")));
@@ -552,28 +570,32 @@ fn run_job(
             console,
             ..result(suite, name, spec, outcome, &job, pos)
         };
+        if interrupted {
+            sh.finish(&job, pos, r, true);
+            return JobEnd::Interrupted;
+        }
         match &r.outcome {
             Outcome::Error(_) => {
                 *state = DeviceState::default();
                 let _ = dut.target.power().off();
-                return give_up_or_retry(spec, sh, suite, job, pos, r, results, true);
+                return give_up_or_retry(spec, sh, suite, job, pos, r, true);
             }
             Outcome::Failed(_) if job.reruns > 0 => {
                 // The rerun starts the chain again on a fresh device.
                 *state = DeviceState::default();
-                return give_up_or_retry(spec, sh, suite, job, pos, r, results, false);
+                return give_up_or_retry(spec, sh, suite, job, pos, r, false);
             }
             Outcome::Failed(_) => stop_unless_keep_going(sh, suite, name),
             _ => {}
         }
-        results.push(r);
+        sh.finish(&job, pos, r, true);
     }
-    JobEnd::Done(results, false)
+    JobEnd::Done(None)
 }
 
 /// After a failed run of the chain's test at `pos`: back to the queue while retries (or
-/// reruns) are left, else the final results, the rest of the chain not run.
-#[allow(clippy::too_many_arguments)]
+/// reruns) are left, else the final results, the rest of the chain not run. Either way the
+/// failed run is journaled at once; a retry's result replaces it.
 fn give_up_or_retry(
     spec: &TargetSpec,
     sh: &Shared,
@@ -581,7 +603,6 @@ fn give_up_or_retry(
     mut job: Job,
     pos: usize,
     failed: TestResult,
-    mut results: Vec<TestResult>,
     infra: bool,
 ) -> JobEnd {
     let left = if infra {
@@ -594,6 +615,7 @@ fn give_up_or_retry(
         if infra {
             job.avoid.push(spec.name.clone());
         }
+        sh.finish(&job, pos, failed.clone(), false);
         job.earlier[pos].push(failed.into_attempt());
         return JobEnd::Retry(job, infra);
     }
@@ -603,7 +625,7 @@ fn give_up_or_retry(
         _ => String::new(),
     };
     stop_unless_keep_going(sh, suite, &name);
-    results.push(failed);
+    sh.finish(&job, pos, failed, true);
     for rest in pos + 1..job.chain.tests.len() {
         let rest_name = &suite.tests[job.chain.tests[rest]].0;
         let outcome = sh.queue.stopped().map_or_else(
@@ -615,9 +637,10 @@ fn give_up_or_retry(
             },
             Outcome::Skipped,
         );
-        results.push(result(suite, rest_name, spec, outcome, &job, rest));
+        let r = result(suite, rest_name, spec, outcome, &job, rest);
+        sh.finish(&job, rest, r, true);
     }
-    JobEnd::Done(results, infra)
+    JobEnd::Done(infra.then_some(why))
 }
 
 fn stop_unless_keep_going(sh: &Shared, suite: &Suite, name: &str) {
@@ -656,7 +679,9 @@ fn device_config(dut: &mut Dut) -> Option<serde_json::Value> {
     let out = dut
         .exec("cat /mnt/boot/config.json", Duration::from_secs(30))
         .ok()?;
-    serde_json::from_str(&out.stdout).ok()
+    let config = serde_json::from_str(&out.stdout).ok()?;
+    crate::redact::secrets_of_config(&config);
+    Some(config)
 }
 
 /// A fresh image with the suite's configuration and the run's key, booted to SSH.
