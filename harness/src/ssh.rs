@@ -137,6 +137,22 @@ fn read_banner(addr: SocketAddr, timeout: Duration) -> std::result::Result<(), S
 }
 
 impl Ssh {
+    /// The host key the server showed, as bytes.
+    pub fn host_key(&self) -> Option<Vec<u8>> {
+        self.session.host_key().map(|(k, _)| k.to_vec())
+    }
+
+    /// The SHA-256 fingerprint of `key`, as OpenSSH prints it (`SHA256:...`).
+    pub fn fingerprint(key: &[u8]) -> String {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(key);
+        format!(
+            "SHA256:{}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(digest)
+        )
+    }
+
     /// Connects and logs in as root, within `timeout`.
     ///
     /// With a key, public-key authentication is used; without one, the login that a

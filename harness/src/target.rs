@@ -1,6 +1,7 @@
 //! A device under test, whatever plays it: the seam between the runner and QEMU or a board.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::config::suite::Capability;
@@ -8,6 +9,7 @@ use crate::console::Console;
 use crate::device::Power;
 use crate::error::Result;
 use crate::image::configure::Change;
+use crate::image::partitions::Partition;
 
 /// One device the runner drives.
 pub trait Target {
@@ -31,6 +33,10 @@ pub trait Target {
     fn fresh_image(&mut self) -> Result<()>;
     /// Changes files in the image's boot partition (power must be off).
     fn configure_image(&mut self, changes: &[Change]) -> Result<()>;
+    /// Makes `image` (with its boot partition `boot`) the one the next
+    /// [`Target::fresh_image`] puts on the device: the known-good image for a check of the
+    /// target itself, then the image under test again.
+    fn use_image(&mut self, image: &Path, boot: &Partition);
     /// Lines about the set-up for the report (accelerator, network).
     fn notes(&self) -> Vec<String>;
     /// Fails, as an infrastructure error naming why and with the console's last lines, when

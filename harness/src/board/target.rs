@@ -191,6 +191,10 @@ impl Target for BoardTarget {
         Ok(())
     }
 
+    fn use_image(&mut self, image: &Path, _boot: &crate::image::partitions::Partition) {
+        self.image = image.to_path_buf();
+    }
+
     fn configure_image(&mut self, changes: &[Change]) -> Result<()> {
         self.power.off().map_err(|e| self.named(e))?;
         self.found = None;

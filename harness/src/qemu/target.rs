@@ -118,6 +118,11 @@ impl Target for QemuTarget {
         super::overlay::write(&overlay, &writes)
     }
 
+    fn use_image(&mut self, image: &std::path::Path, boot: &Partition) {
+        self.opts.base_image = image.to_path_buf();
+        self.boot = boot.clone();
+    }
+
     fn notes(&self) -> Vec<String> {
         self.notes.clone()
     }

@@ -28,6 +28,9 @@ pub struct Dut<'t> {
     /// The registry the engine checks pull from, once one needed it.
     pub engine: Option<super::engine::Fixture>,
     ssh: Option<Ssh>,
+    /// The SSH host key this device showed first since its last fresh image: a different one
+    /// later is another host answering at its address.
+    host_key: Option<Vec<u8>>,
     transcript: String,
     properties: Vec<(String, String)>,
 }
@@ -42,6 +45,7 @@ impl<'t> Dut<'t> {
             run_dir,
             engine: None,
             ssh: None,
+            host_key: None,
             transcript: String::new(),
             properties: Vec::new(),
         }
@@ -103,6 +107,7 @@ impl<'t> Dut<'t> {
                 .and_then(|()| Ssh::connect(&target, left.max(Duration::from_secs(10))));
             match attempt {
                 Ok(session) => {
+                    self.pin_host_key(&session, target.addr)?;
                     self.ssh = Some(session);
                     return Ok(());
                 }
@@ -143,6 +148,31 @@ impl<'t> Dut<'t> {
         Ok(())
     }
 
+    /// Pins the first host key the device shows; a different key later is an infrastructure
+    /// error (another host answers at the device's address, e.g. over mDNS).
+    fn pin_host_key(&mut self, session: &Ssh, addr: std::net::SocketAddr) -> Result<()> {
+        let Some(key) = session.host_key() else {
+            return Ok(());
+        };
+        match &self.host_key {
+            None => {
+                self.host_key = Some(key);
+                Ok(())
+            }
+            Some(pinned) if *pinned == key => Ok(()),
+            Some(pinned) => Err(Error::infra(format!(
+                "{addr} showed SSH host key {} but this device showed {} since its fresh image: another host answers there",
+                Ssh::fingerprint(&key),
+                Ssh::fingerprint(pinned)
+            ))),
+        }
+    }
+
+    /// Forgets the pinned host key: the next device is a fresh image with keys of its own.
+    pub fn forget_host_key(&mut self) {
+        self.host_key = None;
+    }
+
     /// Drops the SSH session (the device is going down).
     pub fn disconnect(&mut self) {
         self.ssh = None;
@@ -151,7 +181,9 @@ impl<'t> Dut<'t> {
     /// Logs in once, without the run's key, to see whether the device allows it.
     pub fn try_login_without_key(&mut self, timeout: Duration) -> Result<Ssh> {
         let target = self.ssh_target(false, timeout)?;
-        Ssh::connect(&target, timeout)
+        let session = Ssh::connect(&target, timeout)?;
+        self.pin_host_key(&session, target.addr)?;
+        Ok(session)
     }
 
     /// Runs `command` over SSH and adds it to the transcript. A session found dead before the

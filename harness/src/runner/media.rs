@@ -75,7 +75,38 @@ pub fn prepare(
             )))
         }
     };
-    let mut file = std::fs::File::open(&image)
+    let (boot, mut file) = boot_partition(&image)?;
+    remember_secrets(&mut file);
+    Ok(Media {
+        image,
+        boot,
+        probe_kernel: reference.map(|b| b.kernel_path()),
+        vars,
+    })
+}
+
+/// The known-good image of a target: a rig's `health_image`, else the machine's reference
+/// image when it is built. Booting it tells a target at fault from an image at fault; `None`
+/// when there is none to boot (then nothing is blamed on the target without evidence).
+pub fn known_good(root: &Path, machine: &Machine, health_image: Option<&Path>) -> Option<Media> {
+    let image = match health_image {
+        Some(p) => root.join(p),
+        None => crate::reference::cached(root, machine.reference_image.as_deref()?)
+            .ok()??
+            .image_path(),
+    };
+    let (boot, _) = boot_partition(&image).ok()?;
+    Some(Media {
+        image,
+        boot,
+        probe_kernel: None,
+        vars: BTreeMap::new(),
+    })
+}
+
+/// The image's `resin-boot` partition (and the open image), or why it has none.
+fn boot_partition(image: &Path) -> Result<(Partition, std::fs::File)> {
+    let mut file = std::fs::File::open(image)
         .input_ctx(|| format!("cannot open image {}", image.display()))?;
     let table = read_table(&mut file).map_err(|e| match e {
         Error::Input(m) if !m.contains(&image.display().to_string()) => {
@@ -99,13 +130,7 @@ pub fn prepare(
             }
         ))
     })?;
-    remember_secrets(&mut file);
-    Ok(Media {
-        image,
-        boot,
-        probe_kernel: reference.map(|b| b.kernel_path()),
-        vars,
-    })
+    Ok((boot, file))
 }
 
 /// The secrets of the image's own `config.json` (a balena-cloud image's `apiKey`,

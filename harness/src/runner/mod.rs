@@ -91,6 +91,9 @@ pub struct RunSummary {
     pub counts: Counts,
     /// Whether Ctrl-C or SIGTERM cut it short.
     pub interrupted: bool,
+    /// What a test found wrong with the run's input (a file a step needs is gone) that only
+    /// showed on the device; it stopped the run.
+    pub bad_input: Option<String>,
     /// Wall time.
     pub duration: Duration,
 }
@@ -101,6 +104,8 @@ impl RunSummary {
         use crate::exit_code::*;
         if self.interrupted {
             INTERRUPTED
+        } else if self.bad_input.is_some() {
+            BAD_INPUT
         } else if self.counts.errors > 0 {
             INFRASTRUCTURE
         } else if self.counts.failed > 0 {
@@ -167,7 +172,16 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
             })),
             _ => None,
         };
-        machines.insert(name, Prepared { plan, media, accel });
+        let known_good = media::known_good(root, &plan.machine, None);
+        machines.insert(
+            name,
+            Prepared {
+                plan,
+                media,
+                accel,
+                known_good,
+            },
+        );
     }
     for n in &notes {
         ui.line(n);
@@ -213,8 +227,11 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
         }
     }
     let queue = Queue::new(jobs, names);
+    let bad_input = Mutex::new(None);
     let shared = Shared {
+        root,
         opts,
+        bad_input: &bad_input,
         machines: &machines,
         dir: &dir,
         key: &key,
@@ -263,6 +280,7 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
         junit,
         counts: Counts::of(reporter.results()),
         interrupted,
+        bad_input: bad_input.into_inner().unwrap_or_else(|e| e.into_inner()),
         duration: started.elapsed(),
     })
 }

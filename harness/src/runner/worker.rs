@@ -34,8 +34,12 @@ const TARGET_FAILURE_LIMIT: usize = 2;
 
 /// What every worker shares: the run's inputs and where results go.
 pub struct Shared<'a> {
+    /// The project's root.
+    pub root: &'a Path,
     /// The run's options.
     pub opts: &'a RunOptions,
+    /// Bad input that only showed on a device (it stops the run: exit 2).
+    pub bad_input: &'a Mutex<Option<String>>,
     /// Per machine type: its plan, image and accelerator.
     pub machines: &'a BTreeMap<String, Prepared>,
     /// The run's folder.
@@ -60,11 +64,15 @@ pub struct Prepared {
     pub media: Media,
     /// The accelerator for QEMU on this host, if any target runs QEMU for it.
     pub accel: Option<Accel>,
+    /// The machine's known-good image (its reference image, when built).
+    pub known_good: Option<Media>,
 }
 
 /// A device set up for the run, with what must live as long as it does.
 struct Device {
     target: Box<dyn Target>,
+    /// What this target boots to show that it works (see [`known_good_boots`]).
+    known_good: Option<Media>,
     emulator: Option<Emulator>,
     // Dropped last: the LAN's dnsmasq outlives QEMU.
     _lan: Option<Lan>,
@@ -147,12 +155,21 @@ impl Shared<'_> {
         }
     }
 
-    /// The target leaves the run: reports why, takes a rig out of rotation, and reports the
-    /// jobs nobody else can run.
-    fn broken(&self, spec: &TargetSpec, why: String) {
+    /// The target leaves the run: reports why, takes a rig out of rotation when the rig is
+    /// shown to be at fault (`at_fault`: its known-good image did not boot either, or its
+    /// hardware is missing), and reports the jobs nobody else can run.
+    fn broken(&self, spec: &TargetSpec, why: String, at_fault: bool) {
         self.say(spec, &format!("out of this run: {why}"));
         self.set(spec, TargetStatus::Broken(why.clone()), vec![]);
-        if let Some(rig) = spec.rig() {
+        if let (Some(rig), false) = (spec.rig(), at_fault) {
+            self.say(
+                spec,
+                &format!(
+                    "rig {} stays in rotation: nothing shows the rig is at fault",
+                    rig.name
+                ),
+            );
+        } else if let Some(rig) = spec.rig() {
             let run = self.dir.display().to_string();
             match crate::rotation::mark_out(&rig.name, &why, &run) {
                 Ok(()) => self.say(spec, &format!("rig {} taken out of rotation", rig.name)),
@@ -160,6 +177,22 @@ impl Shared<'_> {
             }
         }
         self.orphans(spec, &format!("{} could not run it: {why}", spec.name));
+    }
+
+    /// Bad input that showed only on a device: recorded (the run exits 2), the queue stopped;
+    /// returns the failing test's outcome.
+    fn stop_for_bad_input(&self, why: String) -> Outcome {
+        let mut seen = self.bad_input.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get_or_insert_with(|| why.clone());
+        self.queue.stop(format!("not run: bad input: {why}"));
+        Outcome::Error(format!("bad input: {why}"))
+    }
+
+    fn bad_input_seen(&self) -> bool {
+        self.bad_input
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// Reports the jobs left to nobody once `spec` is gone.
@@ -211,7 +244,7 @@ pub fn work(spec: &TargetSpec, sh: &Shared) {
             return;
         }
         Err(Error::Interrupted) => return,
-        Err(e) => return sh.broken(spec, e.to_string()),
+        Err(e) => return sh.broken(spec, e.to_string(), false),
     };
     sh.set(spec, TargetStatus::Starting("setting up".into()), vec![]);
     let prepared = &sh.machines[&spec.machine];
@@ -220,9 +253,19 @@ pub fn work(spec: &TargetSpec, sh: &Shared) {
         .map_err(|e| Error::infra(format!("cannot create {}: {e}", tdir.display())))
         .and_then(|()| set_up(spec, prepared, &tdir));
     let mut device = match device {
-        Ok(d) => d,
+        Ok(mut d) => {
+            d.known_good = match &spec.kind {
+                Kind::Rig(rig) if rig.health_image.is_some() => crate::runner::media::known_good(
+                    sh.root,
+                    &prepared.plan.machine,
+                    rig.health_image.as_deref(),
+                ),
+                _ => prepared.known_good.clone(),
+            };
+            d
+        }
         Err(Error::Interrupted) => return,
-        Err(e) => return sh.broken(spec, format!("could not be set up: {e}")),
+        Err(e) => return sh.broken(spec, format!("could not be set up: {e}"), true),
     };
     let mut notes = vec![format!("lease: {}", lease.name())];
     notes.extend(device.emulator.as_ref().map(Emulator::describe));
@@ -238,7 +281,7 @@ pub fn work(spec: &TargetSpec, sh: &Shared) {
     }
     drop(device);
     match broken {
-        Some(why) => sh.broken(spec, why),
+        Some((why, at_fault)) => sh.broken(spec, why, at_fault),
         None => {
             sh.set(spec, TargetStatus::Done, vec![]);
             sh.orphans(spec, "no target was left to run it");
@@ -283,12 +326,14 @@ fn set_up(spec: &TargetSpec, p: &Prepared, dir: &Path) -> Result<Device> {
             let rig = rig.with_hardware(hw);
             Ok(Device {
                 target: Box::new(BoardTarget::open(&rig, &p.media.image, console)?),
+                known_good: None,
                 emulator: Some(emulator),
                 _lan: None,
             })
         }
         Kind::Rig(rig) => Ok(Device {
             target: Box::new(BoardTarget::open(rig, &p.media.image, console)?),
+            known_good: None,
             emulator: None,
             _lan: None,
         }),
@@ -319,6 +364,7 @@ fn set_up(spec: &TargetSpec, p: &Prepared, dir: &Path) -> Result<Device> {
             )?;
             Ok(Device {
                 target: Box::new(target),
+                known_good: None,
                 emulator: None,
                 _lan: lan,
             })
@@ -354,9 +400,16 @@ fn network(dir: &Path, notes: &mut Vec<String>) -> Result<(Network, Option<Lan>)
     }
 }
 
-/// Takes jobs until none is left; returns why the target left the run early, if it did.
-fn run_jobs(spec: &TargetSpec, sh: &Shared, device: &mut Device, lease: &Lease) -> Option<String> {
+/// Takes jobs until none is left; returns why the target left the run early, if it did, and
+/// whether the target was shown to be at fault.
+fn run_jobs(
+    spec: &TargetSpec,
+    sh: &Shared,
+    device: &mut Device,
+    lease: &Lease,
+) -> Option<(String, bool)> {
     let prepared = &sh.machines[&spec.machine];
+    let known_good = device.known_good.clone();
     let mut dut = Dut::new(
         device.target.as_mut(),
         sh.key.private.clone(),
@@ -375,13 +428,16 @@ fn run_jobs(spec: &TargetSpec, sh: &Shared, device: &mut Device, lease: &Lease) 
     while let Some(job) = sh.queue.next(&spec.name) {
         if lease.lost() {
             sh.queue.retry(job);
-            return Some(format!(
-                "lost its lease {} (its lock file was replaced or another harness took it)",
-                lease.name()
+            return Some((
+                format!(
+                    "lost its lease {} (its lock file was replaced or another harness took it)",
+                    lease.name()
+                ),
+                false,
             ));
         }
         dut.vars = vars.clone();
-        match run_job(spec, sh, &prepared.plan, &mut dut, &mut state, job) {
+        match run_job(spec, sh, &mut dut, &mut state, known_good.as_ref(), job) {
             JobEnd::Done(infra) => {
                 sh.queue.done();
                 streak = match infra {
@@ -407,9 +463,19 @@ fn run_jobs(spec: &TargetSpec, sh: &Shared, device: &mut Device, lease: &Lease) 
             JobEnd::Interrupted => return None,
         }
         if streak >= TARGET_FAILURE_LIMIT {
-            return Some(format!(
-                "{streak} infrastructure failures in a row, the last: {last_infra}"
-            ));
+            let why = format!("{streak} infrastructure failures in a row, the last: {last_infra}");
+            // The evidence: whether the target boots its known-good image. When that is the
+            // image under test, the failures themselves are the evidence.
+            let at_fault = match &known_good {
+                Some(kg) if kg.image == prepared.media.image => true,
+                Some(kg) => match known_good_boots(spec, sh, &mut dut, kg) {
+                    Ok(_) => false,
+                    Err(Error::Interrupted) => return None,
+                    Err(_) => true,
+                },
+                None => false,
+            };
+            return Some((why, at_fault));
         }
     }
     None
@@ -419,11 +485,12 @@ fn run_jobs(spec: &TargetSpec, sh: &Shared, device: &mut Device, lease: &Lease) 
 fn run_job(
     spec: &TargetSpec,
     sh: &Shared,
-    plan: &Plan,
     dut: &mut Dut,
     state: &mut DeviceState,
-    job: Job,
+    known_good: Option<&Media>,
+    mut job: Job,
 ) -> JobEnd {
+    let plan = &sh.machines[&spec.machine].plan;
     let planned = &plan.suites[job.chain.suite];
     let suite = &planned.suite;
     for (k, v) in &suite.file.vars {
@@ -492,20 +559,18 @@ fn run_job(
                 *state = DeviceState::default();
                 let _ = dut.target.power().off();
                 let (transcript, properties) = dut.take_test_record();
+                let outcome = boot_failure(spec, sh, dut, known_good, e);
+                let infra = matches!(outcome, Outcome::Error(_));
+                if sh.bad_input_seen() {
+                    job.reruns = 0;
+                }
                 let failed = TestResult {
                     duration: begin.elapsed(),
                     properties,
                     transcript,
-                    ..result(
-                        suite,
-                        &test_at(0).0,
-                        spec,
-                        Outcome::Error(format!("the device did not come up: {e}")),
-                        &job,
-                        0,
-                    )
+                    ..result(suite, &test_at(0).0, spec, outcome, &job, 0)
                 };
-                return give_up_or_retry(spec, sh, suite, job, 0, failed, true);
+                return give_up_or_retry(spec, sh, suite, job, 0, failed, infra);
             }
         }
     }
@@ -533,8 +598,8 @@ fn run_job(
             };
             state.pristine = false;
             let outcome = match fresh {
-                Ok(()) => run_test(dut, suite, test),
-                Err(e) => Outcome::Error(format!("the fresh device did not come up: {e}")),
+                Ok(()) => run_test(sh, dut, suite, test),
+                Err(e) => boot_failure(spec, sh, dut, known_good, e),
             };
             // The next test of an independent suite wants the device as the suite's boot
             // left it: one that changed config.json sends it to a fresh device.
@@ -574,6 +639,11 @@ fn run_job(
             sh.finish(&job, pos, r, true);
             return JobEnd::Interrupted;
         }
+        if sh.bad_input_seen() {
+            // Bad input stops the run: nothing is retried or rerun.
+            job.reruns = 0;
+            job.infra_retries = 0;
+        }
         match &r.outcome {
             Outcome::Error(_) => {
                 *state = DeviceState::default();
@@ -591,6 +661,89 @@ fn run_job(
         sh.finish(&job, pos, r, true);
     }
     JobEnd::Done(None)
+}
+
+/// The outcome of a fresh boot that failed, blamed on whoever the evidence blames: a device
+/// that panics in a loop or fails a setup step is the image's failure; a device that never
+/// answers is the image's failure if the target's known-good image boots, else the
+/// infrastructure's; bad input stops the run.
+fn boot_failure(
+    spec: &TargetSpec,
+    sh: &Shared,
+    dut: &mut Dut,
+    known_good: Option<&Media>,
+    e: Error,
+) -> Outcome {
+    match e {
+        Error::Failed(m) => Outcome::Failed(format!("the device did not come up: {m}")),
+        Error::Input(m) => sh.stop_for_bad_input(m),
+        Error::Interrupted => Outcome::Error("interrupted".into()),
+        // The image under test is the known-good one: nothing else to try.
+        e => match known_good
+            .filter(|kg| kg.image != sh.machines[&spec.machine].media.image)
+            .map(|kg| known_good_boots(spec, sh, dut, kg))
+        {
+            Some(Ok(took)) => Outcome::Failed(format!(
+                "the image under test did not come up ({e}), while this target's known-good image boots to SSH in {:.0}s",
+                took.as_secs_f64()
+            )),
+            Some(Err(Error::Interrupted)) => Outcome::Error("interrupted".into()),
+            Some(Err(kg)) => Outcome::Error(format!(
+                "the device did not come up: {e}; its known-good image did not either: {kg}"
+            )),
+            None => Outcome::Error(format!("the device did not come up: {e}")),
+        },
+    }
+}
+
+/// Boots the target's known-good image (with the run's key) to SSH and returns how long that
+/// took; the image under test is put back for the next fresh device whatever happens.
+fn known_good_boots(
+    spec: &TargetSpec,
+    sh: &Shared,
+    dut: &mut Dut,
+    known_good: &Media,
+) -> Result<Duration> {
+    let prepared = &sh.machines[&spec.machine];
+    sh.say(
+        spec,
+        &format!(
+            "checking the target with its known-good image {}",
+            known_good.image.display()
+        ),
+    );
+    dut.disconnect();
+    dut.forget_host_key();
+    let _ = dut.target.power().off();
+    dut.target.use_image(&known_good.image, &known_good.boot);
+    let key = Change::Set(
+        "os.sshKeys".into(),
+        serde_json::json!([sh.key.public]).to_string(),
+    );
+    let booted = dut
+        .target
+        .fresh_image()
+        .and_then(|()| dut.target.configure_image(&[key]))
+        .and_then(|()| dut.boot(Duration::from_secs(prepared.plan.machine.boot_timeout)));
+    dut.disconnect();
+    dut.forget_host_key();
+    let _ = dut.target.power().off();
+    dut.target
+        .use_image(&prepared.media.image, &prepared.media.boot);
+    match &booted {
+        Ok(took) => sh.say(
+            spec,
+            &format!(
+                "its known-good image boots to SSH in {:.0}s: the target works",
+                took.as_secs_f64()
+            ),
+        ),
+        Err(e) => sh.say(
+            spec,
+            &format!("its known-good image does not boot either: {e}"),
+        ),
+    }
+    booted
 }
 
 /// After a failed run of the chain's test at `pos`: back to the queue while retries (or
@@ -692,6 +845,7 @@ fn fresh_boot(
     timeout: Duration,
 ) -> Result<Duration> {
     dut.disconnect();
+    dut.forget_host_key();
     dut.target.power().off()?;
     dut.target.fresh_image()?;
     let mut changes = super::steps::changes(&suite.file.config, &[], &suite.file.files);
@@ -717,8 +871,14 @@ fn missing_capability(requires: &[Capability], has: &[Capability]) -> Option<Str
     })
 }
 
-/// Runs one test's steps in order, bounded by its timeout.
-fn run_test(dut: &mut Dut, suite: &Suite, test: &crate::config::suite::TestFile) -> Outcome {
+/// Runs one test's steps in order, bounded by its timeout. A step that finds the run's input
+/// wrong (a file it needs is gone) stops the run as bad input.
+fn run_test(
+    sh: &Shared,
+    dut: &mut Dut,
+    suite: &Suite,
+    test: &crate::config::suite::TestFile,
+) -> Outcome {
     let deadline = Instant::now() + Duration::from_secs(test.timeout);
     for (i, step) in test.steps.iter().enumerate() {
         let budget = deadline.saturating_duration_since(Instant::now());
@@ -733,6 +893,7 @@ fn run_test(dut: &mut Dut, suite: &Suite, test: &crate::config::suite::TestFile)
             Err(Error::Failed(m)) => return Outcome::Failed(format!("step {}: {m}", i + 1)),
             Err(Error::Skip(why)) => return Outcome::Skipped(why),
             Err(Error::Interrupted) => return Outcome::Error("interrupted".into()),
+            Err(Error::Input(m)) => return sh.stop_for_bad_input(format!("step {}: {m}", i + 1)),
             Err(e) => return Outcome::Error(format!("step {}: {e}", i + 1)),
         }
     }
