@@ -7,10 +7,22 @@
 //!    -> plan (validated suites, tests, steps, targets)
 //!    -> devices (QEMU or a board: power, console, SSH, media)
 //!    -> results (one outcome per test, with its logs)
-//!    -> report (terminal, junit.xml, summary.json)
+//!    -> report (terminal, junit.xml, summary.json, report.html)
 //! ```
 //!
-//! Each stage lives in its own module; a stage only imports the stages before it.
+//! The modules in layers; a module imports only from its own layer or the ones above it in
+//! this list (`ARCHITECTURE.md` says what each does):
+//!
+//! 1. foundations: `error`, `exit_code`, `clock`, `paths`, `process`, `interrupt`,
+//!    `device` (the power/media/console traits), `qmp`, `redact`
+//! 2. configuration and images: `config`, `image`, `reference`
+//! 3. devices: `console`, `ssh`, `target`, `flash`, `board`, `qemu` (its emulated rig plays a
+//!    `board`), `lan`, `registry`
+//! 4. shared farm state: `lease`, `rotation`
+//! 5. results: `report` (the result types, the journal and its renderings)
+//! 6. the runner: `runner` (plan stage, then `runner::exec` for a test on a device, then
+//!    `runner::farm` for targets, queue and retries)
+//! 7. the front: `live`, `cli` (and `main.rs`)
 
 pub mod board;
 pub mod cli;
@@ -29,6 +41,7 @@ pub mod live;
 pub mod paths;
 pub mod process;
 pub mod qemu;
+pub mod qmp;
 pub mod redact;
 pub mod reference;
 pub mod registry;

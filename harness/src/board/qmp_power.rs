@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::device::Power;
 use crate::error::{Error, Result};
-use crate::qemu::qmp::Qmp;
+use crate::qmp::Qmp;
 
 /// A QEMU machine's run state as a power switch.
 pub struct QmpPower {

@@ -10,7 +10,6 @@
 
 pub mod accel;
 pub mod overlay;
-pub mod qmp;
 pub mod rig;
 pub mod target;
 
@@ -24,8 +23,8 @@ use crate::console::Console;
 use crate::device::Power;
 use crate::error::{Context, Error, Result};
 use crate::process::Child;
+use crate::qmp::{self, Qmp};
 use accel::Accel;
-use qmp::Qmp;
 
 /// How the guest's NIC is connected.
 #[derive(Debug, Clone)]

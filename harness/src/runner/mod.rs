@@ -1,21 +1,19 @@
 //! The runner: plan → devices → results → report.
 //!
-//! A run has one or more targets (QEMU machines, rigs). The suites' tests go into chains
-//! ([`schedule`]), and each target's worker ([`worker`]) takes chains from one queue, so the
-//! tests are shared out over the targets, or, with `each`, every target runs all of them.
-//! Results from every target go into one report.
+//! A run has one or more targets (QEMU machines, rigs). The plan stage checks everything
+//! before a device is touched ([`plan`], [`checks`], [`targets`], [`media`], [`keys`]) and
+//! puts the suites' tests into chains ([`chains`]); the farm ([`farm`]) shares the chains out
+//! over the targets, or, with `each`, has every target run all of them; each test runs on a
+//! device through [`exec`]. Results from every target go into one report.
 
-pub mod builtin;
-pub mod dut;
-pub mod engine;
+pub mod chains;
+pub mod checks;
+pub mod exec;
+pub mod farm;
 pub mod keys;
 pub mod media;
 pub mod plan;
-pub mod power_loss;
-pub mod schedule;
-pub mod steps;
 pub mod targets;
-pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,9 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::error::{Context, Error, Result};
 use crate::qemu::accel::{self, Accel};
 use crate::report::{Counts, Reporter, RunInfo};
-use schedule::{Job, Queue};
+use farm::schedule::{Job, Queue};
+use farm::worker::{Prepared, Shared};
 use targets::Kind;
-use worker::{Prepared, Shared};
 
 /// What `harness run` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -206,9 +204,9 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
     )?);
     let names: Vec<String> = specs.iter().map(|t| t.name.clone()).collect();
     let first = &machines[&specs[0].machine].plan;
-    let mut chains = schedule::chains(first);
+    let mut chains = chains::chains(first);
     if specs.len() > 1 && !opts.each {
-        schedule::longest_first(&mut chains, first);
+        chains::longest_first(&mut chains, first);
     }
     let mut jobs = Vec::new();
     for chain in chains {
@@ -253,7 +251,7 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
                 let shared = &shared;
                 std::thread::Builder::new()
                     .name(spec.name.clone())
-                    .spawn_scoped(s, move || worker::work(spec, shared))
+                    .spawn_scoped(s, move || farm::worker::work(spec, shared))
             })
             .collect();
         for w in workers.into_iter().flatten() {

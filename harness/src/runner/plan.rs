@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::builtin;
+use super::checks;
 use crate::config::machine::{self, Machine};
 use crate::config::suite::{self, Step, Suite};
 use crate::error::{Error, Result};
@@ -327,7 +327,7 @@ fn check_steps(file: &Steps) -> Result<()> {
         }
         match step {
             Step::Check(c) => {
-                builtin::check_args(&c.name, &c.args)
+                checks::check_args(&c.name, &c.args)
                     .map_err(|e| Error::input(format!("{}: {e}", at())))?;
             }
             Step::Copy(c) => match (&c.from, &c.to_device, &c.from_device) {
@@ -425,7 +425,7 @@ fn check_vars(plan: &Plan, given: &Given) -> Result<()> {
         }
         base.insert(name.clone(), Value::Known(value.clone()));
     }
-    let chains = super::schedule::chains(plan);
+    let chains = super::chains::chains(plan);
     for (s, planned) in plan.suites.iter().enumerate() {
         let suite = &planned.suite;
         let ctx = Context {
@@ -756,7 +756,7 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(set(include_str!("worker.rs")), sorted(RUNNER_VARS));
+        assert_eq!(set(include_str!("farm/worker.rs")), sorted(RUNNER_VARS));
         assert_eq!(set(include_str!("media.rs")), sorted(REFERENCE_VARS));
     }
 

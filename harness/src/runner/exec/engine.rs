@@ -6,72 +6,29 @@
 //! share nothing: the negative check for layer reuse).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::dut::Dut;
+use super::fixture::Fixture;
 use crate::error::{Error, Result};
-use crate::registry::{self, AppImage, BaseLayer, DeltaClient, DeltaOutcome, Registry};
-
-/// The registry and the images it serves, for the whole run.
-pub struct Fixture {
-    registry: Registry,
-    images: BTreeMap<String, AppImage>,
-    /// Where the device reaches the registry (`10.0.2.2:PORT` under user networking).
-    seen_at: SocketAddr,
-    /// Whether `app:v2` shares no layer with `app:v1`.
-    all_new: bool,
-}
+use crate::registry::{AppImage, DeltaClient, DeltaOutcome};
 
 /// Whether the suite asks for an `app:v2` that shares no layer with `app:v1`.
 fn wants_all_new(dut: &Dut) -> bool {
     dut.vars.get("engine_v2").is_some_and(|v| v == "all-new")
 }
 
-impl Fixture {
-    fn start(dut: &Dut) -> Result<Fixture> {
-        let base = BaseLayer::from_busybox(std::path::Path::new(registry::HOST_BUSYBOX))?;
-        let v1 = registry::build_app("v1", b"harness app payload, version 1\n", &base);
-        let all_new = wants_all_new(dut);
-        let v2 = if all_new {
-            registry::build_app_all_new("v2", b"harness app payload, version 2\n", &base)
-        } else {
-            registry::build_app("v2", b"harness app payload, version 2\n", &base)
-        };
-        let bind = SocketAddr::new(dut.target.serve_addr(), 0);
-        let registry = Registry::start(
-            bind,
-            vec![
-                ("app".into(), "v1".into(), v1.clone()),
-                ("app".into(), "v2".into(), v2.clone()),
-            ],
-        )?;
-        let host = dut
-            .target
-            .host_addr()
-            .ok_or_else(|| Error::infra("this target cannot reach the harness"))?;
-        let seen_at = SocketAddr::new(host, registry.addr().port());
-        let images = BTreeMap::from([("v1".to_string(), v1), ("v2".to_string(), v2)]);
-        Ok(Fixture {
-            registry,
-            images,
-            seen_at,
-            all_new,
-        })
-    }
-
-    fn reference(&self, tag: &str) -> String {
-        format!("{}/app:{tag}", self.seen_at)
-    }
-}
-
 fn fixture<'a>(dut: &'a mut Dut) -> Result<&'a Fixture> {
     // A suite that wants other images than the running registry serves gets a new one.
     if dut.engine.as_ref().map(|f| f.all_new) != Some(wants_all_new(dut)) {
         dut.engine = None;
-        let f = Fixture::start(dut)?;
+        let f = Fixture::start(
+            dut.target.serve_addr(),
+            dut.target.host_addr(),
+            wants_all_new(dut),
+        )?;
         dut.note(&format!(
             "registry serving app:v1 and app:v2{} at {}",
             if f.all_new { " (sharing no layer)" } else { "" },

@@ -9,28 +9,22 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::dut::Dut;
-use super::media::Media;
-use super::plan::Plan;
+use super::devices::{set_up, Device};
+use super::policy::{self, Blame, BootError, Failure, KnownGood};
 use super::schedule::{Job, Queue};
-use super::targets::{Kind, TargetSpec};
-use super::{keys::KeyPair, RunOptions, Ui};
-use crate::board::BoardTarget;
-use crate::config::suite::{Capability, Suite};
-use crate::console::Console;
+use crate::config::suite::Suite;
 use crate::error::{Error, Result};
 use crate::image::configure::Change;
-use crate::lan::{self, Lan};
 use crate::lease::Lease;
 use crate::qemu::accel::Accel;
 use crate::qemu::rig::Emulator;
-use crate::qemu::target::QemuTarget;
-use crate::qemu::{Disk, Network, QemuOptions, Serial};
 use crate::report::{Outcome, Reporter, TargetReport, TargetStatus, TestResult};
-use crate::target::Target;
-
-/// Infrastructure failures in a row after which a target leaves the run.
-const TARGET_FAILURE_LIMIT: usize = 2;
+use crate::runner::exec::dut::Dut;
+use crate::runner::exec::test::{device_config, fresh_boot, missing_capability, run_test, TestEnd};
+use crate::runner::media::Media;
+use crate::runner::plan::Plan;
+use crate::runner::targets::{Kind, TargetSpec};
+use crate::runner::{keys::KeyPair, RunOptions, Ui};
 
 /// What every worker shares: the run's inputs and where results go.
 pub struct Shared<'a> {
@@ -66,16 +60,6 @@ pub struct Prepared {
     pub accel: Option<Accel>,
     /// The machine's known-good image (its reference image, when built).
     pub known_good: Option<Media>,
-}
-
-/// A device set up for the run, with what must live as long as it does.
-struct Device {
-    target: Box<dyn Target>,
-    /// What this target boots to show that it works (see [`known_good_boots`]).
-    known_good: Option<Media>,
-    emulator: Option<Emulator>,
-    // Dropped last: the LAN's dnsmasq outlives QEMU.
-    _lan: Option<Lan>,
 }
 
 /// Which suite's fresh boot the device is in, whether no test has touched it since, and, in an
@@ -309,97 +293,6 @@ fn take_lease(spec: &TargetSpec, sh: &Shared) -> Result<Option<Lease>> {
     }
 }
 
-/// The device for `spec`, made on this thread (a QEMU machine's LAN is this thread's
-/// network namespace, so everything the worker starts shares it).
-fn set_up(spec: &TargetSpec, p: &Prepared, dir: &Path) -> Result<Device> {
-    let console = Console::new(&dir.join("serial.log"))?;
-    match &spec.kind {
-        Kind::Rig(rig) if rig.emulated => {
-            let qemu = p.plan.machine.qemu.as_ref().ok_or_else(|| {
-                Error::input(format!(
-                    "machine `{}` has no QEMU settings, so no emulated rig can play it",
-                    p.plan.machine.name
-                ))
-            })?;
-            let accel = p.accel.unwrap_or(Accel::Tcg);
-            let (emulator, hw) = Emulator::start(qemu, &dir.join("rig"), accel)?;
-            let rig = rig.with_hardware(hw);
-            Ok(Device {
-                target: Box::new(BoardTarget::open(&rig, &p.media.image, console)?),
-                known_good: None,
-                emulator: Some(emulator),
-                _lan: None,
-            })
-        }
-        Kind::Rig(rig) => Ok(Device {
-            target: Box::new(BoardTarget::open(rig, &p.media.image, console)?),
-            known_good: None,
-            emulator: None,
-            _lan: None,
-        }),
-        Kind::Qemu => {
-            let qemu = p.plan.machine.qemu.clone().ok_or_else(|| {
-                Error::input(format!(
-                    "machine `{}` has no QEMU settings; run it on a rig (--rig)",
-                    p.plan.machine.name
-                ))
-            })?;
-            let mut notes = Vec::new();
-            let accel = p.accel.unwrap_or(Accel::Tcg);
-            let (network, lan) = network(dir, &mut notes)?;
-            let target = QemuTarget::new(
-                &spec.name,
-                QemuOptions {
-                    spec: qemu,
-                    base_image: p.media.image.clone(),
-                    dir: dir.join("qemu"),
-                    accel,
-                    network,
-                    disk: Disk::Overlay,
-                    serial: Serial::Socket,
-                },
-                console,
-                p.media.boot.clone(),
-                notes,
-            )?;
-            Ok(Device {
-                target: Box::new(target),
-                known_good: None,
-                emulator: None,
-                _lan: lan,
-            })
-        }
-    }
-}
-
-/// The private LAN when the harness may make one, else QEMU's user network.
-fn network(dir: &Path, notes: &mut Vec<String>) -> Result<(Network, Option<Lan>)> {
-    if std::env::var_os("HARNESS_NETWORK").is_some_and(|v| v == "user") {
-        notes.push("network: QEMU user networking (HARNESS_NETWORK=user); tests that need a LAN are skipped".into());
-        return Ok((Network::User, None));
-    }
-    match Lan::create(dir)? {
-        Ok(mut lan) => {
-            let taps = vec![
-                (lan.add_tap()?, lan::dut_mac(0)),
-                (lan.add_tap()?, lan::dut_mac(1)),
-            ];
-            notes.push(format!(
-                "network: private LAN 10.77.0.0/24 in a network namespace of this target's own (harness {}, device {})",
-                lan::HOST_IP,
-                lan::DUT_IP
-            ));
-            Ok((Network::Lan(taps), Some(lan)))
-        }
-        Err(why) => {
-            notes.push(format!(
-                "network: QEMU user networking ({why}); tests that need a LAN are skipped"
-            ));
-            Ok((Network::User, None))
-        }
-    }
-}
-
 /// Takes jobs until none is left; returns why the target left the run early, if it did, and
 /// whether the target was shown to be at fault.
 fn run_jobs(
@@ -440,13 +333,10 @@ fn run_jobs(
         match run_job(spec, sh, &mut dut, &mut state, known_good.as_ref(), job) {
             JobEnd::Done(infra) => {
                 sh.queue.done();
-                streak = match infra {
-                    Some(m) => {
-                        last_infra = m;
-                        streak + 1
-                    }
-                    None => 0,
-                };
+                streak = policy::streak(streak, infra.is_some());
+                if let Some(m) = infra {
+                    last_infra = m;
+                }
             }
             JobEnd::Retry(job, infra) => {
                 if let Some(a) = job.earlier.iter().flatten().last() {
@@ -458,24 +348,17 @@ fn run_jobs(
                     }
                 }
                 sh.queue.retry(job);
-                streak = if infra { streak + 1 } else { 0 };
+                streak = policy::streak(streak, infra);
             }
             JobEnd::Interrupted => return None,
         }
-        if streak >= TARGET_FAILURE_LIMIT {
+        if policy::leaves_run(streak) {
             let why = format!("{streak} infrastructure failures in a row, the last: {last_infra}");
-            // The evidence: whether the target boots its known-good image. When that is the
-            // image under test, the failures themselves are the evidence.
-            let at_fault = match &known_good {
-                Some(kg) if kg.image == prepared.media.image => true,
-                Some(kg) => match known_good_boots(spec, sh, &mut dut, kg) {
-                    Ok(_) => false,
-                    Err(Error::Interrupted) => return None,
-                    Err(_) => true,
-                },
-                None => false,
+            let evidence = match known_good_evidence(spec, sh, &mut dut, known_good.as_ref()) {
+                Ok((kg, _)) => kg,
+                Err(_) => return None,
             };
-            return Some((why, at_fault));
+            return Some((why, policy::leaves_rotation(evidence)));
         }
     }
     None
@@ -488,7 +371,7 @@ fn run_job(
     dut: &mut Dut,
     state: &mut DeviceState,
     known_good: Option<&Media>,
-    mut job: Job,
+    job: Job,
 ) -> JobEnd {
     let plan = &sh.machines[&spec.machine].plan;
     let planned = &plan.suites[job.chain.suite];
@@ -561,9 +444,6 @@ fn run_job(
                 let (transcript, properties) = dut.take_test_record();
                 let outcome = boot_failure(spec, sh, dut, known_good, e);
                 let infra = matches!(outcome, Outcome::Error(_));
-                if sh.bad_input_seen() {
-                    job.reruns = 0;
-                }
                 let failed = TestResult {
                     duration: begin.elapsed(),
                     properties,
@@ -598,7 +478,10 @@ fn run_job(
             };
             state.pristine = false;
             let outcome = match fresh {
-                Ok(()) => run_test(sh, dut, suite, test),
+                Ok(()) => match run_test(dut, suite, test) {
+                    TestEnd::Outcome(o) => o,
+                    TestEnd::BadInput(why) => sh.stop_for_bad_input(why),
+                },
                 Err(e) => boot_failure(spec, sh, dut, known_good, e),
             };
             // The next test of an independent suite wants the device as the suite's boot
@@ -639,11 +522,6 @@ fn run_job(
             sh.finish(&job, pos, r, true);
             return JobEnd::Interrupted;
         }
-        if sh.bad_input_seen() {
-            // Bad input stops the run: nothing is retried or rerun.
-            job.reruns = 0;
-            job.infra_retries = 0;
-        }
         match &r.outcome {
             Outcome::Error(_) => {
                 *state = DeviceState::default();
@@ -663,10 +541,9 @@ fn run_job(
     JobEnd::Done(None)
 }
 
-/// The outcome of a fresh boot that failed, blamed on whoever the evidence blames: a device
-/// that panics in a loop or fails a setup step is the image's failure; a device that never
-/// answers is the image's failure if the target's known-good image boots, else the
-/// infrastructure's; bad input stops the run.
+/// The outcome of a fresh boot that failed, blamed on the evidence (see
+/// [`policy::blame_boot`]): what the device showed and, for a device that never answered,
+/// whether the target boots its known-good image.
 fn boot_failure(
     spec: &TargetSpec,
     sh: &Shared,
@@ -674,25 +551,56 @@ fn boot_failure(
     known_good: Option<&Media>,
     e: Error,
 ) -> Outcome {
-    match e {
-        Error::Failed(m) => Outcome::Failed(format!("the device did not come up: {m}")),
-        Error::Input(m) => sh.stop_for_bad_input(m),
-        Error::Interrupted => Outcome::Error("interrupted".into()),
-        // The image under test is the known-good one: nothing else to try.
-        e => match known_good
-            .filter(|kg| kg.image != sh.machines[&spec.machine].media.image)
-            .map(|kg| known_good_boots(spec, sh, dut, kg))
-        {
-            Some(Ok(took)) => Outcome::Failed(format!(
-                "the image under test did not come up ({e}), while this target's known-good image boots to SSH in {:.0}s",
-                took.as_secs_f64()
-            )),
-            Some(Err(Error::Interrupted)) => Outcome::Error("interrupted".into()),
-            Some(Err(kg)) => Outcome::Error(format!(
-                "the device did not come up: {e}; its known-good image did not either: {kg}"
-            )),
-            None => Outcome::Error(format!("the device did not come up: {e}")),
-        },
+    let error = match &e {
+        Error::Interrupted => return Outcome::Error("interrupted".into()),
+        Error::Failed(_) => BootError::Misbehaved,
+        Error::Input(_) => BootError::BadInput,
+        _ => BootError::NoAnswer,
+    };
+    let (evidence, booted) = if policy::needs_known_good(error) {
+        match known_good_evidence(spec, sh, dut, known_good) {
+            Ok(found) => found,
+            Err(_) => return Outcome::Error("interrupted".into()),
+        }
+    } else {
+        (KnownGood::NoneToTry, None)
+    };
+    match (policy::blame_boot(error, evidence), e) {
+        (Blame::BadInput, e) => sh.stop_for_bad_input(e.to_string()),
+        (Blame::Image, Error::Failed(m)) => {
+            Outcome::Failed(format!("the device did not come up: {m}"))
+        }
+        (Blame::Image, e) => Outcome::Failed(format!(
+            "the image under test did not come up ({e}), while this target's known-good image boots to SSH in {:.0}s",
+            booted.unwrap_or_default().as_secs_f64()
+        )),
+        (Blame::Infrastructure, e) => Outcome::Error(match evidence {
+            KnownGood::DoesNotBoot => format!(
+                "the device did not come up: {e}; its known-good image did not either"
+            ),
+            _ => format!("the device did not come up: {e}"),
+        }),
+    }
+}
+
+/// What the target's known-good image shows about the target (booting it when it differs
+/// from the image under test), with how long it took to boot; `Err` only on Ctrl-C.
+fn known_good_evidence(
+    spec: &TargetSpec,
+    sh: &Shared,
+    dut: &mut Dut,
+    known_good: Option<&Media>,
+) -> Result<(KnownGood, Option<Duration>)> {
+    let Some(kg) = known_good else {
+        return Ok((KnownGood::NoneToTry, None));
+    };
+    if kg.image == sh.machines[&spec.machine].media.image {
+        return Ok((KnownGood::IsTheImageUnderTest, None));
+    }
+    match known_good_boots(spec, sh, dut, kg) {
+        Ok(took) => Ok((KnownGood::Boots, Some(took))),
+        Err(Error::Interrupted) => Err(Error::Interrupted),
+        Err(_) => Ok((KnownGood::DoesNotBoot, None)),
     }
 }
 
@@ -758,15 +666,17 @@ fn give_up_or_retry(
     failed: TestResult,
     infra: bool,
 ) -> JobEnd {
-    let left = if infra {
-        &mut job.infra_retries
+    let failure = if infra {
+        Failure::Infrastructure
     } else {
-        &mut job.reruns
+        Failure::Test
     };
-    if *left > 0 {
-        *left -= 1;
+    if policy::runs_again(failure, job.infra_retries, job.reruns, sh.bad_input_seen()) {
         if infra {
+            job.infra_retries -= 1;
             job.avoid.push(spec.name.clone());
+        } else {
+            job.reruns -= 1;
         }
         sh.finish(&job, pos, failed.clone(), false);
         job.earlier[pos].push(failed.into_attempt());
@@ -825,77 +735,4 @@ fn result(
         console: String::new(),
         attempts: job.earlier[pos].clone(),
     }
-}
-
-/// The device's `config.json`, or `None` when it cannot be read.
-fn device_config(dut: &mut Dut) -> Option<serde_json::Value> {
-    let out = dut
-        .exec("cat /mnt/boot/config.json", Duration::from_secs(30))
-        .ok()?;
-    let config = serde_json::from_str(&out.stdout).ok()?;
-    crate::redact::secrets_of_config(&config);
-    Some(config)
-}
-
-/// A fresh image with the suite's configuration and the run's key, booted to SSH.
-fn fresh_boot(
-    dut: &mut Dut,
-    suite: &Suite,
-    public_key: &str,
-    timeout: Duration,
-) -> Result<Duration> {
-    dut.disconnect();
-    dut.forget_host_key();
-    dut.target.power().off()?;
-    dut.target.fresh_image()?;
-    let mut changes = super::steps::changes(&suite.file.config, &[], &suite.file.files);
-    changes.push(Change::Set(
-        "os.sshKeys".into(),
-        serde_json::json!([public_key]).to_string(),
-    ));
-    dut.target.configure_image(&changes)?;
-    let took = dut.boot(timeout)?;
-    for step in &suite.setup {
-        super::steps::run(dut, step, &suite.dir, Duration::from_secs(300))?;
-    }
-    Ok(took)
-}
-
-fn missing_capability(requires: &[Capability], has: &[Capability]) -> Option<String> {
-    requires.iter().find(|c| !has.contains(c)).map(|c| match c {
-        Capability::Lan => {
-            "needs a LAN shared with the device (the harness makes one when it has CAP_NET_ADMIN)"
-                .to_string()
-        }
-        Capability::Power => "needs a power switch the harness controls".to_string(),
-    })
-}
-
-/// Runs one test's steps in order, bounded by its timeout. A step that finds the run's input
-/// wrong (a file it needs is gone) stops the run as bad input.
-fn run_test(
-    sh: &Shared,
-    dut: &mut Dut,
-    suite: &Suite,
-    test: &crate::config::suite::TestFile,
-) -> Outcome {
-    let deadline = Instant::now() + Duration::from_secs(test.timeout);
-    for (i, step) in test.steps.iter().enumerate() {
-        let budget = deadline.saturating_duration_since(Instant::now());
-        if budget.is_zero() {
-            return Outcome::Failed(format!(
-                "the test ran past its timeout of {}s",
-                test.timeout
-            ));
-        }
-        match super::steps::run(dut, step, &suite.dir, budget) {
-            Ok(()) => {}
-            Err(Error::Failed(m)) => return Outcome::Failed(format!("step {}: {m}", i + 1)),
-            Err(Error::Skip(why)) => return Outcome::Skipped(why),
-            Err(Error::Interrupted) => return Outcome::Error("interrupted".into()),
-            Err(Error::Input(m)) => return sh.stop_for_bad_input(format!("step {}: {m}", i + 1)),
-            Err(e) => return Outcome::Error(format!("step {}: {e}", i + 1)),
-        }
-    }
-    Outcome::Passed
 }

@@ -13,27 +13,10 @@ use serde_json::Value;
 
 use super::dut::Dut;
 use crate::error::{Error, Result};
-
-/// The cut points, in the order an update passes them.
-pub const POINTS: &[&str] = &[
-    "before-write",
-    "mid-write",
-    "after-write",
-    "after-arm",
-    "first-boot",
-];
+use crate::runner::checks::POINTS;
 
 const CANARY: &str = "/mnt/data/harness-canary";
 const BOOT: Duration = Duration::from_secs(300);
-
-/// The boots the check asks for with `args`: one after each cut, one after the last update.
-pub fn boots(args: &BTreeMap<String, Value>) -> usize {
-    let points = match args.get("points") {
-        Some(Value::Array(list)) => list.len(),
-        _ => POINTS.len(),
-    };
-    points + 1
-}
 
 /// Runs the check. Arguments: `payload` (the update file on the device), `version` (the OS
 /// version it installs), `points` (default: all of [`POINTS`]), `mid_write_seconds` (default 3).

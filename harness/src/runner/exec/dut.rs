@@ -26,7 +26,7 @@ pub struct Dut<'t> {
     /// The run's folder (for files fetched from the device).
     pub run_dir: PathBuf,
     /// The registry the engine checks pull from, once one needed it.
-    pub engine: Option<super::engine::Fixture>,
+    pub engine: Option<super::fixture::Fixture>,
     ssh: Option<Ssh>,
     /// The SSH host key this device showed first since its last fresh image: a different one
     /// later is another host answering at its address.

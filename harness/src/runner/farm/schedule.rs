@@ -7,80 +7,9 @@ use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::plan::Plan;
-use crate::config::suite::{ConfigureOn, Step, TestFile};
 use crate::report::journal::Slot;
 use crate::report::Attempt;
-
-/// Tests of one suite that run in order on one device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chain {
-    /// The suite's index in the plan.
-    pub suite: usize,
-    /// The tests' indices in the suite, in order.
-    pub tests: Vec<usize>,
-}
-
-/// The plan's selected tests in chains: one test each in an `independent` suite, else split
-/// where a test wants a fresh device.
-pub fn chains(plan: &Plan) -> Vec<Chain> {
-    let mut out: Vec<Chain> = Vec::new();
-    for (s, planned) in plan.suites.iter().enumerate() {
-        let mut current: Option<Chain> = None;
-        for (t, ((_, test), &selected)) in planned
-            .suite
-            .tests
-            .iter()
-            .zip(&planned.selected)
-            .enumerate()
-        {
-            if !selected {
-                continue;
-            }
-            let split = planned.suite.file.independent || test.fresh;
-            match &mut current {
-                Some(chain) if !split => chain.tests.push(t),
-                _ => {
-                    out.extend(current.take());
-                    current = Some(Chain {
-                        suite: s,
-                        tests: vec![t],
-                    });
-                }
-            }
-        }
-        out.extend(current);
-    }
-    out
-}
-
-/// Puts each suite's longest chains first, by the boots their tests ask for, so that with
-/// several targets the long chains start at once and the short ones fill in at the end.
-/// Suites keep their order, and chains that ask for as many boots keep theirs.
-pub fn longest_first(chains: &mut [Chain], plan: &Plan) {
-    let boots = |c: &Chain| -> usize {
-        let tests = &plan.suites[c.suite].suite.tests;
-        c.tests.iter().map(|&t| boots(&tests[t].1)).sum()
-    };
-    chains.sort_by_key(|c| (c.suite, std::cmp::Reverse(boots(c))));
-}
-
-/// How many boots a test asks for (a fresh device, reboots, power cycles, changes to the
-/// image, checks that cut the power): what its time mostly goes to, tens of seconds each
-/// under emulation against a second or two for a command.
-fn boots(test: &TestFile) -> usize {
-    let steps: usize = test
-        .steps
-        .iter()
-        .map(|s| match s {
-            Step::Reboot(_) | Step::PowerCycle(_) => 1,
-            Step::Configure(c) => usize::from(c.on == ConfigureOn::Image),
-            Step::Check(c) => super::builtin::boots(&c.name, &c.args),
-            _ => 0,
-        })
-        .sum();
-    usize::from(test.fresh) + steps
-}
+use crate::runner::chains::Chain;
 
 /// A chain to run, with what its earlier attempts left.
 #[derive(Debug, Clone)]
@@ -141,9 +70,7 @@ struct State {
 
 impl State {
     fn may_take(&self, job: &Job, target: &str) -> bool {
-        job.target.as_deref().is_none_or(|t| t == target)
-            && (!job.avoid.iter().any(|t| t == target)
-                || self.live.iter().all(|t| job.avoid.contains(t)))
+        super::policy::may_take(job.target.as_deref(), &job.avoid, &self.live, target)
     }
 }
 
@@ -255,73 +182,6 @@ mod tests {
             1,
             0,
         )
-    }
-
-    #[test]
-    fn chains_split_independent_suites_by_test_and_others_at_fresh_tests() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let suites = ["suite/os", "suite/hup", "suite/engine"].map(String::from);
-        let plan = crate::runner::plan::build(&root, "qemux86-64", &suites, None).unwrap();
-        let lens: Vec<(usize, usize)> = chains(&plan)
-            .iter()
-            .map(|c| (c.suite, c.tests.len()))
-            .collect();
-        // os: independent, 9 tests; hup: 4 fresh tests; engine: 5 tests on one device.
-        let mut want = vec![(0, 1); 9];
-        want.extend([(1, 1); 4]);
-        want.push((2, 5));
-        assert_eq!(lens, want);
-        let filtered =
-            crate::runner::plan::build(&root, "qemux86-64", &suites, Some("engine/(delta|socket)"))
-                .unwrap();
-        assert_eq!(
-            chains(&filtered),
-            vec![Chain {
-                suite: 2,
-                tests: vec![3, 4]
-            }]
-        );
-    }
-
-    #[test]
-    fn the_chains_with_the_most_boots_go_first_within_each_suite() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let suites = ["suite/os", "suite/engine"].map(String::from);
-        let plan = crate::runner::plan::build(&root, "qemux86-64", &suites, None).unwrap();
-        let mut c = chains(&plan);
-        longest_first(&mut c, &plan);
-        let names: Vec<&str> = c
-            .iter()
-            .map(|c| plan.suites[c.suite].suite.tests[c.tests[0]].0.as_str())
-            .collect();
-        // persistent-logging boots twice, volatile-logging and production-mode once, the
-        // others never.
-        assert_eq!(
-            names,
-            [
-                "persistent-logging",
-                "volatile-logging",
-                "production-mode",
-                "os-release",
-                "hostname",
-                "hostname-mdns",
-                "networking",
-                "networking-lan",
-                "development-mode",
-                "engine-healthy",
-            ]
-        );
-    }
-
-    #[test]
-    fn power_cuts_count_as_boots() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let plan =
-            crate::runner::plan::build(&root, "qemux86-64", &["suite/hup".into()], None).unwrap();
-        let mut c = chains(&plan);
-        longest_first(&mut c, &plan);
-        let first = &plan.suites[0].suite.tests[c[0].tests[0]].0;
-        assert_eq!(first, "power-loss");
     }
 
     #[test]
