@@ -40,9 +40,9 @@ impl Lan {
         if !has_net_admin() {
             return Ok(Err("no CAP_NET_ADMIN".into()));
         }
-        // SAFETY: unshare affects only the calling thread's namespaces.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            let e = std::io::Error::last_os_error();
+        // nix's unshare: rustix's has needed an unchecked call since 1.1, for CLONE_FILES.
+        if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+            let e = std::io::Error::from(e);
             return Ok(Err(format!(
                 "cannot make a network namespace ({e}); no CAP_NET_ADMIN?"
             )));
@@ -88,7 +88,7 @@ impl Lan {
         let mut dnsmasq = Child::spawn_with_death_signal(
             cmd,
             "dnsmasq (install Debian's dnsmasq-base)",
-            libc::SIGTERM,
+            rustix::process::Signal::TERM,
         )?;
         std::thread::sleep(std::time::Duration::from_millis(200));
         if let Some(status) = dnsmasq.try_wait()? {

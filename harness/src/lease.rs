@@ -1009,25 +1009,8 @@ fn utc_time(unix_ms: u64) -> String {
     format!("{:02}:{:02}:{:02} UTC", s / 3600, s % 3600 / 60, s % 60)
 }
 
-/// `30m`, `1h30m`, `2m5s`, `500ms`.
-fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
-        return format!("{}ms", d.as_millis());
-    }
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    let mut out = String::new();
-    if h > 0 {
-        out += &format!("{h}h");
-    }
-    if m > 0 {
-        out += &format!("{m}m");
-    }
-    if s > 0 {
-        out += &format!("{s}s");
-    }
-    out
-}
+// `30m`, `1h30m`, `2m5s`, `500ms`: the wait style of `crate::clock`.
+use crate::clock::wait_time as human;
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,17 @@
 //! Every long-lived child (QEMU, dnsmasq) is started in its own process group with the kernel's
 //! parent-death signal set to SIGKILL, so it dies with the harness even on `kill -9`. Dropping a
 //! [`Child`] kills the group and reaps it.
+//!
+//! The syscalls are `rustix`'s safe ones. One `unsafe` block is left: registering the
+//! `pre_exec` hook that runs between fork and exec, which std marks unsafe because such a hook
+//! may only make async-signal-safe calls. It makes three raw syscalls and, when the parent is
+//! already gone, `_exit`, which has no safe wrapper (std's `exit` runs atexit handlers, which
+//! a forked child must not).
 
 use std::process::Command;
 use std::sync::Mutex;
+
+use rustix::process::{kill_process_group, Pid, Signal};
 
 /// The process groups of the live children, for [`kill_all`].
 static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
@@ -13,9 +21,8 @@ static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 /// Kills every live child's process group (used when the harness is interrupted).
 pub fn kill_all() {
     for pid in LIVE.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-        // SAFETY: plain syscall on a group we created.
-        unsafe {
-            libc::killpg(*pid as libc::pid_t, libc::SIGKILL);
+        if let Some(group) = Pid::from_raw(*pid as i32) {
+            let _ = kill_process_group(group, Signal::KILL);
         }
     }
 }
@@ -31,27 +38,26 @@ pub struct Child {
 impl Child {
     /// Starts `cmd`, tied to the life of this process. `what` names it in errors.
     pub fn spawn(cmd: Command, what: &str) -> Result<Child> {
-        Child::spawn_with_death_signal(cmd, what, libc::SIGKILL)
+        Child::spawn_with_death_signal(cmd, what, Signal::KILL)
     }
 
     /// [`Child::spawn`] with another parent-death signal: a wrapper that traps it can clean
     /// up a grandchild that cleared its own (the kernel clears it when a process changes its
     /// credentials, as dnsmasq does).
-    pub fn spawn_with_death_signal(mut cmd: Command, what: &str, signal: i32) -> Result<Child> {
+    pub fn spawn_with_death_signal(mut cmd: Command, what: &str, signal: Signal) -> Result<Child> {
+        use rustix::process::{getppid, set_parent_process_death_signal, setpgid};
         use std::os::unix::process::CommandExt;
-        // SAFETY: only async-signal-safe calls between fork and exec.
+        // SAFETY: the hook runs in the forked child before exec, where only async-signal-safe
+        // calls are allowed: prctl, getppid and setpgid are raw syscalls, `_exit` is
+        // async-signal-safe, and an error converts from an errno without allocating.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, signal) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                set_parent_process_death_signal(Some(signal))?;
                 // The parent may have died between fork and prctl.
-                if libc::getppid() == 1 {
+                if getppid() == Some(Pid::INIT) {
                     libc::_exit(1);
                 }
-                if libc::setpgid(0, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
+                setpgid(None, None)?;
                 Ok(())
             });
         }
@@ -123,10 +129,8 @@ impl Child {
     /// Kills the process group and reaps the child.
     pub fn kill(&mut self) {
         if let Ok(None) = self.inner.try_wait() {
-            // SAFETY: plain syscall; the group id is the child's pid (setpgid above).
-            unsafe {
-                libc::killpg(self.inner.id() as libc::pid_t, libc::SIGKILL);
-            }
+            // The group id is the child's pid (setpgid above).
+            let _ = kill_process_group(Pid::from_child(&self.inner), Signal::KILL);
         }
         let _ = self.inner.wait();
         LIVE.lock()
@@ -138,5 +142,32 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::process::{getpgid, waitpid, WaitOptions};
+
+    #[test]
+    fn a_child_leads_its_own_group_and_gets_its_death_signal_when_its_parent_goes() {
+        for signal in [Signal::KILL, Signal::TERM] {
+            // The parent-death signal follows the thread that started the child.
+            let pid = std::thread::spawn(move || {
+                let mut cmd = Command::new("sleep");
+                cmd.arg("30");
+                let child = Child::spawn_with_death_signal(cmd, "sleep", signal).unwrap();
+                let pid = Pid::from_raw(child.id() as i32).unwrap();
+                assert_eq!(getpgid(Some(pid)).unwrap(), pid);
+                LIVE.lock().unwrap().retain(|&p| p != child.id());
+                std::mem::forget(child);
+                pid
+            })
+            .join()
+            .unwrap();
+            let (_, status) = waitpid(Some(pid), WaitOptions::empty()).unwrap().unwrap();
+            assert_eq!(status.terminating_signal(), Some(signal.as_raw()));
+        }
     }
 }

@@ -135,8 +135,7 @@ pub fn build(root: &Path, recipe: &str, progress: &mut dyn FnMut(&str)) -> Resul
     if let Some(build) = cached(root, recipe)? {
         return Ok(build);
     }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err(Error::input(
             "building the reference image needs root (debootstrap makes the root filesystem); run it with sudo",
         ));

@@ -155,8 +155,8 @@ mod tests {
 
     /// Whether process `pid` still exists (zombies included).
     fn alive(pid: i32) -> bool {
-        // SAFETY: signal 0 only checks that the process exists.
-        unsafe { libc::kill(pid, 0) == 0 }
+        let pid = rustix::process::Pid::from_raw(pid).expect("a pid is not 0");
+        rustix::process::test_kill_process(pid).is_ok()
     }
 
     /// A shell whose background `sleep` (a grandchild) writes its pid to `pidfile`, then waits.

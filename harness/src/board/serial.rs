@@ -94,33 +94,17 @@ impl ConsolePort for SerialConsole {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
     use std::fs::File;
-    use std::os::fd::FromRawFd;
 
-    /// A real pseudo-terminal: (master, slave path).
+    /// A real pseudo-terminal: (master, slave path). The slave is opened by path, as a board's
+    /// UART is.
     pub(crate) fn pty() -> (File, String) {
-        let (mut master, mut slave) = (0, 0);
-        let mut name = [0 as libc::c_char; 128];
-        // SAFETY: openpty fills the two fds and the name buffer (128 bytes is enough).
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                name.as_mut_ptr(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: name is NUL-terminated by openpty.
-        let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
-            .to_string_lossy()
-            .into_owned();
-        // The slave stays open through the test via the path; close our copy.
-        // SAFETY: slave is a valid fd we own.
-        unsafe { libc::close(slave) };
-        // SAFETY: master is a valid fd we own.
-        (unsafe { File::from_raw_fd(master) }, path)
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&master).unwrap();
+        unlockpt(&master).unwrap();
+        let path = ptsname(&master, Vec::new()).unwrap();
+        (File::from(master), path.to_string_lossy().into_owned())
     }
 
     #[test]

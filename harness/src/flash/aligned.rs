@@ -1,8 +1,10 @@
 //! Page-aligned I/O buffers, as `O_DIRECT` requires.
+//!
+//! No raw allocation: a buffer over-allocates a zeroed `Vec` by `ALIGN - 1` bytes and uses
+//! the aligned window inside it. The heap block never moves while the buffer lives (it is never
+//! grown), so the window stays aligned however often the buffer itself is moved.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::ops::{Deref, DerefMut};
-use std::ptr::NonNull;
 
 /// The alignment of buffers, offsets and lengths for direct I/O (covers 512 and 4096 byte
 /// logical blocks).
@@ -10,47 +12,32 @@ pub const ALIGN: usize = 4096;
 
 /// A heap buffer whose start is aligned to [`ALIGN`].
 pub struct AlignedBuf {
-    ptr: NonNull<u8>,
+    /// The allocation, `ALIGN - 1` bytes longer than the buffer.
+    bytes: Vec<u8>,
+    /// Where the aligned window starts in `bytes`.
+    start: usize,
     len: usize,
 }
-
-// SAFETY: the buffer owns its allocation exclusively, like a `Vec<u8>`.
-unsafe impl Send for AlignedBuf {}
 
 impl AlignedBuf {
     /// A zeroed buffer of `len` bytes (`len` > 0).
     pub fn new(len: usize) -> AlignedBuf {
-        let layout = Self::layout(len);
-        // SAFETY: the layout has a non-zero size.
-        let raw = unsafe { alloc_zeroed(layout) };
-        let ptr = NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len }
-    }
-
-    fn layout(len: usize) -> Layout {
-        Layout::from_size_align(len.max(1), ALIGN).expect("buffer size fits a layout")
+        let bytes = vec![0u8; len + ALIGN - 1];
+        let start = (bytes.as_ptr() as usize).wrapping_neg() % ALIGN;
+        AlignedBuf { bytes, start, len }
     }
 }
 
 impl Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr is valid for len bytes for the life of self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        &self.bytes[self.start..self.start + self.len]
     }
 }
 
 impl DerefMut for AlignedBuf {
     fn deref_mut(&mut self) -> &mut [u8] {
-        // SAFETY: as in deref, and &mut self is unique.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in new with the same layout.
-        unsafe { dealloc(self.ptr.as_ptr(), Self::layout(self.len)) }
+        &mut self.bytes[self.start..self.start + self.len]
     }
 }
 
@@ -71,5 +58,14 @@ mod tests {
         b[5] = 7;
         assert_eq!(b[5], 7);
         assert!(is_aligned(8192) && !is_aligned(100));
+    }
+
+    #[test]
+    fn buffer_stays_aligned_when_moved() {
+        let bufs: Vec<AlignedBuf> = (1..=8).map(|n| AlignedBuf::new(n * 512 + 1)).collect();
+        for (n, b) in (1..=8).zip(bufs) {
+            assert_eq!(b.as_ptr() as usize % ALIGN, 0);
+            assert_eq!(b.len(), n * 512 + 1);
+        }
     }
 }

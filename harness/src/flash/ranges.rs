@@ -1,7 +1,9 @@
 //! Byte extents of an image that hold data: from the file's holes, or from all-zero blocks.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+
+use rustix::fs::{seek, SeekFrom};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 
@@ -35,38 +37,34 @@ impl std::fmt::Display for Extent {
 /// The data extents of a (possibly sparse) file of `size` bytes, found with
 /// `SEEK_DATA`/`SEEK_HOLE`. A file system without hole support reports one extent.
 pub fn data_extents(file: &File, size: u64) -> Result<Vec<Extent>> {
-    let fd = file.as_raw_fd();
     let mut out = Vec::new();
     let mut pos = 0u64;
     while pos < size {
-        // SAFETY: plain syscall on an open descriptor.
-        let start = unsafe { libc::lseek(fd, pos as libc::off_t, libc::SEEK_DATA) };
-        if start < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::ENXIO) {
-                break; // no data after pos
-            }
-            if err.raw_os_error() == Some(libc::EINVAL) && out.is_empty() {
+        let start = match seek(file, SeekFrom::Data(pos)) {
+            Ok(start) => start,
+            Err(Errno::NXIO) => break, // no data after pos
+            Err(Errno::INVAL) if out.is_empty() => {
                 return Ok(vec![Extent {
                     start: 0,
                     end: size,
                 }]);
             }
-            return Err(Error::infra(format!("cannot map the image's data: {err}")));
-        }
-        // SAFETY: as above.
-        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
-        if end < 0 {
-            let err = std::io::Error::last_os_error();
-            return Err(Error::infra(format!("cannot map the image's data: {err}")));
-        }
-        let (start, end) = (start as u64, (end as u64).min(size));
+            Err(e) => return Err(unmapped(e)),
+        };
+        let end = seek(file, SeekFrom::Hole(start)).map_err(unmapped)?;
+        let end = end.min(size);
         if end > start {
             out.push(Extent { start, end });
         }
         pos = end.max(start + 1);
     }
     Ok(out)
+}
+
+/// The error for a failed `SEEK_DATA`/`SEEK_HOLE`.
+fn unmapped(e: Errno) -> Error {
+    let e = std::io::Error::from(e);
+    Error::infra(format!("cannot map the image's data: {e}"))
 }
 
 /// The runs of `buf` (as `start..end` offsets) made of blocks of `block` bytes that are not
@@ -88,11 +86,8 @@ pub fn nonzero_runs(buf: &[u8], block: usize) -> Vec<(usize, usize)> {
 
 /// Whether every byte of `b` is zero (vectorised: ORs 16-byte words).
 pub fn is_zero(b: &[u8]) -> bool {
-    // SAFETY: u128 has no invalid bit patterns.
-    let (head, mid, tail) = unsafe { b.align_to::<u128>() };
-    head.iter().all(|&x| x == 0)
-        && tail.iter().all(|&x| x == 0)
-        && mid.iter().fold(0, |a, &x| a | x) == 0
+    let (words, tail) = b.as_chunks::<16>();
+    words.iter().fold(0, |a, w| a | u128::from_ne_bytes(*w)) == 0 && tail.iter().all(|&x| x == 0)
 }
 
 /// The parts of `extents` that fall within `window` (both sorted and disjoint).

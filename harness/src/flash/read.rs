@@ -260,12 +260,9 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Tells the kernel the whole file will be read in order; failure is harmless.
 fn advise_sequential(file: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: advisory syscall on an open descriptor; failure is harmless.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL);
-    }
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::Sequential);
 }
 
 /// The sha256 of the raw image's bytes at `ext`, read afresh (unpacking from the start).

@@ -3,7 +3,7 @@
 //! After a switch the card reader re-enumerates: the device node can appear before its size
 //! is known, or vanish and come back. Writing in that window is the race labgrid users hit.
 
-use std::os::fd::AsRawFd;
+use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -66,7 +66,7 @@ pub fn wait_for_device(
     }
 }
 
-/// The size in bytes of a block device (`BLKGETSIZE64`) or a regular file.
+/// The size in bytes of a block device or a regular file.
 pub fn device_size(path: &Path) -> Result<u64> {
     let meta = std::fs::metadata(path).input_ctx(|| format!("cannot stat {}", path.display()))?;
     if !meta.file_type().is_block_device() {
@@ -76,17 +76,14 @@ pub fn device_size(path: &Path) -> Result<u64> {
     block_size_of(&f).infra_ctx(|| format!("cannot read the size of {}", path.display()))
 }
 
-/// `BLKGETSIZE64` on an open block device.
+/// The size in bytes of an open block device: the offset of its end. The kernel answers a
+/// seek to the end of a block device with the same count `BLKGETSIZE64` reports, and a seek
+/// is a safe call where that ioctl is not. The file's offset is put back.
 pub fn block_size_of(f: &std::fs::File) -> std::io::Result<u64> {
-    // _IOR(0x12, 114, size_t)
-    const BLKGETSIZE64: libc::c_ulong =
-        (2 << 30) | ((std::mem::size_of::<usize>() as libc::c_ulong) << 16) | (0x12 << 8) | 114;
-    let mut size: u64 = 0;
-    // SAFETY: the ioctl writes one u64 into size.
-    let rc = unsafe { libc::ioctl(f.as_raw_fd(), BLKGETSIZE64 as _, &mut size as *mut u64) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let mut f = f;
+    let at = f.stream_position()?;
+    let size = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(at))?;
     Ok(size)
 }
 

@@ -2,7 +2,6 @@
 //! Several threads read at once, each hashing whole ranges, so the device stays busy.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -180,9 +179,7 @@ fn read_some(f: &File, buf: &mut [u8], at: u64, need: usize) -> std::io::Result<
 }
 
 /// Asks the kernel to drop the file's cached pages, so reads come from the device.
+/// Failure only means a cached read.
 fn drop_cache(f: &File) {
-    // SAFETY: advisory syscall on an open descriptor; failure only means a cached read.
-    unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
-    }
+    let _ = rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed);
 }

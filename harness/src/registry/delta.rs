@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::client::{parse_response, request, HttpResponse, TcpTransport, Transport};
+use super::client::{HttpClient, HttpResponse};
 use crate::error::{Error, Result};
 
 /// The engine's API port in development mode.
@@ -42,45 +42,32 @@ pub enum DeltaOutcome {
     },
 }
 
-/// Talks to an engine's HTTP API through a [`Transport`].
-pub struct DeltaClient<T: Transport> {
-    transport: T,
-    host: String,
+/// Talks to an engine's HTTP API.
+pub struct DeltaClient {
+    http: HttpClient,
 }
 
-impl DeltaClient<TcpTransport> {
+impl DeltaClient {
     /// A client for the engine at `addr` (usually the device's port [`ENGINE_PORT`]).
     pub fn tcp(addr: SocketAddr) -> Self {
-        DeltaClient::new(TcpTransport::new(addr, DELTA_TIMEOUT), &addr.to_string())
+        DeltaClient::new(HttpClient::new(addr, DELTA_TIMEOUT))
     }
-}
 
-impl<T: Transport> DeltaClient<T> {
-    /// A client sending requests through `transport` with `Host: host`.
-    pub fn new(transport: T, host: &str) -> Self {
-        DeltaClient {
-            transport,
-            host: host.to_string(),
-        }
+    /// A client sending its requests through `http`.
+    pub fn new(http: HttpClient) -> Self {
+        DeltaClient { http }
     }
 
     /// Asks the engine for the delta from image `src` to image `dest` (names or IDs the engine
     /// holds). Failures the device causes are [`Error::Failed`]; transport ones [`Error::Infra`].
-    pub fn create(&mut self, src: &str, dest: &str) -> Result<DeltaOutcome> {
+    pub fn create(&self, src: &str, dest: &str) -> Result<DeltaOutcome> {
         let target = format!("/images/delta?src={}&dest={}", escape(src), escape(dest));
-        let raw = self
-            .transport
-            .exchange(&request("POST", &self.host, &target, &[], b""))?;
-        parse_delta_response(&parse_response(&raw, false)?)
+        parse_delta_response(&self.http.post(&target, b"")?)
     }
 
     /// The size the engine reports for `image` (`GET /images/<image>/json`, field `Size`).
-    pub fn image_size(&mut self, image: &str) -> Result<u64> {
-        let target = format!("/images/{}/json", escape(image));
-        let raw = self
-            .transport
-            .exchange(&request("GET", &self.host, &target, &[], b""))?;
-        let resp = parse_response(&raw, false)?;
+    pub fn image_size(&self, image: &str) -> Result<u64> {
+        let resp = self.http.get(&format!("/images/{}/json", escape(image)))?;
         if resp.status != 200 {
             return Err(Error::failed(format!(
                 "engine: inspect {image}: {}",
@@ -215,28 +202,13 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::client::replay;
 
-    /// Replays one recorded response and keeps the request it was given.
-    struct Replay {
-        response: &'static [u8],
-        sent: Vec<u8>,
-    }
-
-    impl Transport for Replay {
-        fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>> {
-            self.sent = request.to_vec();
-            Ok(self.response.to_vec())
-        }
-    }
-
-    fn client(response: &'static [u8]) -> DeltaClient<Replay> {
-        DeltaClient::new(
-            Replay {
-                response,
-                sent: vec![],
-            },
-            "10.0.2.15:2375",
-        )
+    /// A client whose one request gets `response` (recorded bytes) from a loopback server;
+    /// the handle gives the request as the server received it.
+    fn client(response: &'static [u8]) -> (DeltaClient, std::thread::JoinHandle<String>) {
+        let (addr, server) = replay::serve(response);
+        (DeltaClient::tcp(addr), server)
     }
 
     /// Plain Docker (moby) on an unknown route: `{"message":"page not found"}`, 404.
@@ -266,7 +238,7 @@ mod tests {
 
     #[test]
     fn plain_docker_is_unsupported() {
-        let mut c = client(RECORDED_DOCKER_404);
+        let (c, _) = client(RECORDED_DOCKER_404);
         let outcome = c.create("app:v1", "app:v2").unwrap();
         assert_eq!(
             outcome,
@@ -279,7 +251,7 @@ mod tests {
 
     #[test]
     fn balena_delta_stream_gives_the_image_id_and_sizes() {
-        let mut c = client(RECORDED_BALENA_DELTA);
+        let (c, server) = client(RECORDED_BALENA_DELTA);
         let outcome = c
             .create("10.0.2.2:5000/app:v1", "10.0.2.2:5000/app:v2")
             .unwrap();
@@ -292,29 +264,33 @@ mod tests {
                 full_bytes: Some(10240)
             }
         );
-        let sent = String::from_utf8(c.transport.sent.clone()).unwrap();
+        let sent = server.join().unwrap();
         assert!(
             sent.starts_with("POST /images/delta?src=10.0.2.2:5000/app:v1&dest=10.0.2.2:5000/app:v2 HTTP/1.1\r\n"),
             "{sent}"
         );
+        // Header names as ureq writes them: lower case (HTTP header names are case-insensitive).
+        let host = format!("host: {}\r\n", c.http.addr());
         assert!(
-            sent.contains("Host: 10.0.2.15:2375\r\n") && sent.contains("Content-Length: 0\r\n")
+            sent.contains(&host) && sent.contains("content-length: 0\r\n"),
+            "{sent}"
         );
     }
 
     #[test]
     fn engine_errors_are_failed_checks() {
         for recorded in [RECORDED_BALENA_NO_SUCH_IMAGE, RECORDED_BALENA_STREAM_ERROR] {
-            let err = client(recorded).create("app:v9", "app:v2").unwrap_err();
+            let err = client(recorded).0.create("app:v9", "app:v2").unwrap_err();
             assert!(matches!(err, Error::Failed(_)), "{err}");
         }
         let err = client(RECORDED_BALENA_STREAM_ERROR)
+            .0
             .create("a", "b")
             .unwrap_err();
         assert_eq!(err.to_string(), "engine: delta: no space left on device");
         let cut: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"status\":\"Fingerprinting\"}\r\n";
         assert!(matches!(
-            client(cut).create("a", "b"),
+            client(cut).0.create("a", "b"),
             Err(Error::Failed(_))
         ));
     }
@@ -345,9 +321,11 @@ mod tests {
     #[test]
     fn image_size_reads_inspect() {
         const RECORDED_INSPECT: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 49\r\n\r\n{\"Id\":\"sha256:ab\",\"Size\":2075136,\"VirtualSize\":0}";
-        let mut c = client(RECORDED_INSPECT);
+        let (c, server) = client(RECORDED_INSPECT);
         assert_eq!(c.image_size("app:v2").unwrap(), 2_075_136);
-        assert!(String::from_utf8_lossy(&c.transport.sent)
+        assert!(server
+            .join()
+            .unwrap()
             .starts_with("GET /images/app:v2/json HTTP/1.1"));
     }
 

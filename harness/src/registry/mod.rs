@@ -20,8 +20,9 @@
 //! - [`Registry`]: read-only distribution API on its own tokio thread; synchronous callers just
 //!   start it, read counts and drop it. In QEMU user networking the guest reaches the host's
 //!   127.0.0.1 as 10.0.2.2, so bind `127.0.0.1:0` and pull `10.0.2.2:<port>/app:v1`.
-//! - [`DeltaClient`]: one request per connection through a [`Transport`], so tests replay
-//!   recorded bytes.
+//! - [`HttpClient`]: a blocking plain-HTTP client (ureq) for the engine API and the checks;
+//!   [`DeltaClient`] asks the engine for deltas through it. Tests replay recorded engine answers
+//!   from a loopback server.
 
 mod client;
 mod counts;
@@ -32,7 +33,7 @@ mod routes;
 mod server;
 mod tar;
 
-pub use client::{parse_response, request, HttpResponse, TcpTransport, Transport};
+pub use client::{HttpClient, HttpResponse};
 pub use counts::{Mark, Served};
 pub use delta::{parse_delta_response, DeltaClient, DeltaOutcome, DELTA_TIMEOUT, ENGINE_PORT};
 pub use image::{

@@ -12,10 +12,10 @@
 //! `details.log[data-log="ssh"|"console"]`, `[data-count]`, `dd[data-figure]`.
 
 use std::fmt::Write;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use super::terminal::human;
 use super::{Attempt, Counts, Outcome, RunInfo, TargetReport, TargetStatus, TestResult};
+use crate::clock::elapsed;
 
 /// `write!` into a `String`, which cannot fail.
 macro_rules! out {
@@ -117,48 +117,18 @@ pub fn escape(s: &str) -> String {
 
 /// Makes console output fit to show: drops terminal escape sequences (colours, cursor moves)
 /// and control characters except `\n` and `\t`; `\r\n` becomes `\n`, a lone `\r` a newline.
+///
+/// `strip-ansi-escapes` drops the sequences, and with them every C0 control but `\n`: so line
+/// ends are made `\n` first, each tab-separated piece is stripped alone and the tabs put back,
+/// and what the crate lets through (DEL, C1 controls) is dropped after.
 pub fn clean(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\x1b' => match chars.next() {
-                // CSI: parameters and intermediates, then one final byte.
-                Some('[') => {
-                    while let Some(n) = chars.next_if(|n| ('\x20'..='\x7e').contains(n)) {
-                        if ('\x40'..='\x7e').contains(&n) {
-                            break;
-                        }
-                    }
-                }
-                // OSC: up to BEL or ESC \.
-                Some(']') => {
-                    while let Some(n) = chars.next() {
-                        if n == '\x07' {
-                            break;
-                        }
-                        if n == '\x1b' {
-                            chars.next_if_eq(&'\\');
-                            break;
-                        }
-                    }
-                }
-                // Two- or three-character escapes (`ESC ( B`, `ESC =`).
-                Some(n) if ('\x20'..='\x2f').contains(&n) => {
-                    chars.next();
-                }
-                _ => {}
-            },
-            '\r' => {
-                if chars.peek() != Some(&'\n') {
-                    out.push('\n');
-                }
-            }
-            '\n' | '\t' => out.push(c),
-            c if c.is_control() => {}
-            c => out.push(c),
-        }
-    }
+    let s = s.replace("\r\n", "\n").replace('\r', "\n");
+    let mut out = s
+        .split('\t')
+        .map(strip_ansi_escapes::strip_str)
+        .collect::<Vec<_>>()
+        .join("\t");
+    out.retain(|c| c == '\n' || c == '\t' || !c.is_control());
     out
 }
 
@@ -433,7 +403,7 @@ fn cell(h: &mut String, test: &str, target: &str, rs: &[&TestResult]) {
             h,
             "<div class=\"run final status-{key}\"><span class=\"badge status-{key}\">{label}</span>\
              <span class=\"dur\">{}</span>",
-            human(r.duration)
+            elapsed(r.duration)
         );
         if let Some(m) = message(&r.outcome) {
             out!(h, "<p class=\"msg\">{}</p>", escape(&clean(m)));
@@ -461,7 +431,7 @@ fn cell(h: &mut String, test: &str, target: &str, rs: &[&TestResult]) {
             "<div class=\"run attempt status-{key}\" data-attempt=\"{}\"><span class=\"badge \
              outline status-{key}\">{label}</span><span class=\"dur\">{}</span>",
             i + 1,
-            human(a.duration)
+            elapsed(a.duration)
         );
         if r.target != target {
             out!(
@@ -501,14 +471,13 @@ fn logs(h: &mut String, transcript: &str, console: &str) {
 
 /// `2025-06-01 02:00:00 UTC`.
 pub(crate) fn utc(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    crate::clock::utc(secs).text()
+    crate::clock::utc_at(t).text()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn info(mode: &str) -> RunInfo {
         RunInfo {

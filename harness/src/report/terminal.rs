@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::clock::elapsed;
+
 use super::{Counts, Outcome, TestResult};
 
 /// One line for a finished test: `PASS  smoke/ssh  1.2s`, with the reason when not passed;
@@ -16,7 +18,7 @@ pub fn line(r: &TestResult, with_target: bool) -> String {
         "{:<5} {:<40} {:>7}",
         label,
         format!("{}/{}", r.suite, r.name),
-        human(r.duration)
+        elapsed(r.duration)
     );
     if with_target {
         head.push_str(&format!("  on {}", r.target));
@@ -41,16 +43,9 @@ pub fn summary(c: &Counts, took: Duration) -> String {
         c.failed,
         c.skipped,
         c.errors,
-        human(took)
+        elapsed(took)
     )
 }
 
-/// `1.2s`, `2m03s`.
-pub fn human(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 60.0 {
-        format!("{s:.1}s")
-    } else {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    }
-}
+/// `1.2s`, `2m03s`: [`elapsed`] under the name other report modules import.
+pub use crate::clock::elapsed as human;

@@ -235,11 +235,9 @@ fn http_get(
     path: &str,
     timeout: Duration,
 ) -> std::result::Result<String, String> {
-    use crate::registry::{parse_response, request, TcpTransport, Transport};
-    let raw = TcpTransport::new(addr, timeout)
-        .exchange(&request("GET", &addr.to_string(), path, &[], b""))
+    let answer = crate::registry::HttpClient::new(addr, timeout)
+        .get(path)
         .map_err(|e| e.to_string())?;
-    let answer = parse_response(&raw, false).map_err(|e| e.to_string())?;
     if answer.status != 200 {
         return Err(format!("HTTP {}", answer.status));
     }
