@@ -360,7 +360,7 @@ fn report(cmd: harness::cli::ReportCommand) -> Result<i32> {
             Ok(comparison.exit_code())
         }
         harness::cli::ReportCommand::Render { dir } => {
-            let reporter = harness::report::Reporter::from_journal(&dir)?;
+            let mut reporter = harness::report::Reporter::from_journal(&dir)?;
             reporter.render()?;
             let counts = harness::report::Counts::of(reporter.results());
             println!(

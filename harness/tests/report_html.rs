@@ -107,6 +107,7 @@ fn build_run(dir: &Path) {
         console: "U-Boot 2024.01\r\nStarting kernel ...\r\n".into(),
     }];
     rep.add(ssh).unwrap();
+    rep.close().unwrap();
 }
 
 /// Runs Chromium headless with `args` and the page, in its own process group, killed after

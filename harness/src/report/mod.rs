@@ -234,7 +234,14 @@ pub struct Reporter {
     interrupted: bool,
     journal: Option<Journal>,
     next_slot: u64,
+    /// Events since the files were last rendered, and when that was: the journal holds every
+    /// event at once; the files follow at most every [`RENDER_EVERY`] (and at the end).
+    dirty: bool,
+    rendered: std::time::Instant,
 }
+
+/// How often the report files are rendered again while a run goes on.
+pub const RENDER_EVERY: Duration = Duration::from_secs(1);
 
 impl Reporter {
     /// A reporter writing into `dir` (and the JUnit file at `junit`), with a new journal.
@@ -263,6 +270,8 @@ impl Reporter {
             interrupted: false,
             journal: None,
             next_slot: u64::MAX / 2,
+            dirty: false,
+            rendered: std::time::Instant::now(),
         }
     }
 
@@ -297,7 +306,7 @@ impl Reporter {
     }
 
     /// Renders the report files again from what the reporter holds.
-    pub fn render(&self) -> Result<()> {
+    pub fn render(&mut self) -> Result<()> {
         self.write()
     }
 
@@ -334,7 +343,7 @@ impl Reporter {
             unreachable!()
         };
         self.apply_finished(slot, *result);
-        self.write()
+        self.write_soon()
     }
 
     /// Records a finished test in a slot of its own and rewrites the reports.
@@ -347,7 +356,16 @@ impl Reporter {
     pub fn set_target(&mut self, target: TargetReport) -> Result<()> {
         self.log(&Event::Target(target.clone()))?;
         self.apply_target(target);
-        self.write()
+        self.write_soon()
+    }
+
+    /// Renders the files if events arrived since they were last rendered (a run's ticker
+    /// calls this, so the files never lag the journal by much more than [`RENDER_EVERY`]).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.dirty {
+            self.write()?;
+        }
+        Ok(())
     }
 
     /// The targets so far.
@@ -449,7 +467,19 @@ impl Reporter {
         }
     }
 
-    fn write(&self) -> Result<()> {
+    /// Renders now if the last rendering is [`RENDER_EVERY`] old, else marks the files stale.
+    fn write_soon(&mut self) -> Result<()> {
+        if self.rendered.elapsed() >= RENDER_EVERY {
+            self.write()
+        } else {
+            self.dirty = true;
+            Ok(())
+        }
+    }
+
+    fn write(&mut self) -> Result<()> {
+        self.dirty = false;
+        self.rendered = std::time::Instant::now();
         let xml = junit::render(&self.info, &self.results)?;
         write_atomic(&self.junit, xml.as_bytes())?;
         let json = summary::render(&self.info, &self.targets, &self.results, self.interrupted);

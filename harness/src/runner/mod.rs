@@ -240,9 +240,17 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
     };
     let finished = AtomicBool::new(false);
     std::thread::scope(|s| {
+        // The report files follow the journal within a second or so, also while no event
+        // arrives (a long boot).
+        let (finished, reporter) = (&finished, &reporter);
+        s.spawn(move || {
+            while !finished.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(250));
+                let _ = reporter.lock().unwrap_or_else(|e| e.into_inner()).flush();
+            }
+        });
         if let Some(f) = &opts.follow {
             let log = dir.join(f).join("serial.log");
-            let finished = &finished;
             s.spawn(move || follow(&log, finished));
         }
         let workers: Vec<_> = specs
