@@ -46,6 +46,17 @@ fn journal_events(dir: &Path, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Starts `harness run --machine qemux86-64 SUITE --out DIR` in the background.
+fn start_run(suite: &str, dir: &Path) -> Child {
+    harness()
+        .args(["run", "--machine", "qemux86-64", suite, "--out"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Waits (bounded) until `ready` holds for the run in `dir`, or the harness exits.
 fn wait_until(child: &mut Child, what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -82,13 +93,7 @@ fn sigterm_in_the_middle_of_a_chain_keeps_the_finished_tests_and_exits_130() {
     let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     // suite/engine runs as one chain of tests on one device.
-    let mut child = harness()
-        .args(["run", "--machine", "qemux86-64", "suite/engine", "--out"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_run("suite/engine", dir.path());
     wait_until(&mut child, "two finished tests", || {
         journal_events(dir.path(), "finished").len() >= 2
     });
@@ -136,13 +141,7 @@ fn sigterm_in_the_middle_of_a_chain_keeps_the_finished_tests_and_exits_130() {
 fn kill_9_loses_no_finished_test_and_report_render_recovers_the_run() {
     let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let mut child = harness()
-        .args(["run", "--machine", "qemux86-64", "suite/smoke", "--out"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = start_run("suite/smoke", dir.path());
     wait_until(&mut child, "a finished test and the next started", || {
         journal_events(dir.path(), "finished").len() == 1
             && journal_events(dir.path(), "started").len() == 2
