@@ -29,6 +29,7 @@ static MEMBER: LazyLock<Regex> = LazyLock::new(|| {
 /// `provisioningApiKey`, any key with `apikey`, `token`, `secret` or `password` in its name,
 /// and the keys suites declared secret.
 pub fn is_secret_key(key: &str) -> bool {
+    let key = key.rsplit('.').next().unwrap_or(key);
     crate::image::config_json::is_secret_key(key)
         || EXTRA_KEYS
             .read()
@@ -219,6 +220,7 @@ mod tests {
         secret_key("os.wifi.psk");
         let t = text(r#"{"psk": "hunter2hunter2"}"#);
         assert!(!t.contains("hunter2"), "{t}");
+        assert!(is_secret_key("os.wifi.psk") && is_secret_key("psk"));
         // Short values are not masked by value (they would mask ordinary words)...
         secret_value("abc");
         assert_eq!(text("abc"), "abc");

@@ -44,6 +44,11 @@ pub struct SuiteFile {
     /// ending in `.yaml`), so a suite can reuse another suite's tests.
     #[serde(default)]
     pub tests: Vec<String>,
+    /// `config.json` keys (dotted allowed) whose values are secrets beyond those the harness
+    /// knows (`apiKey`, `deviceApiKey`, keys naming a token, secret or password): masked in
+    /// every transcript, console log and report.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 fn yes() -> bool {

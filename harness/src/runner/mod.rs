@@ -149,6 +149,23 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
             plans.insert(spec.machine.clone(), plan);
         }
     }
+    // Secrets the suites declare, and the values their configuration gives them.
+    for plan in plans.values() {
+        for planned in &plan.suites {
+            let file = &planned.suite.file;
+            file.secrets
+                .iter()
+                .for_each(|k| crate::redact::secret_key(k));
+            for (k, v) in &file.config {
+                match v {
+                    serde_json::Value::String(s) if crate::redact::is_secret_key(k) => {
+                        crate::redact::secret_value(s)
+                    }
+                    other => crate::redact::secrets_of_config(other),
+                }
+            }
+        }
+    }
     let title = targets::title(&specs);
     let dir = plan::run_dir(root, opts.out.as_deref(), &folder_name(&title));
     std::fs::create_dir_all(&dir).infra_ctx(|| format!("cannot create {}", dir.display()))?;
