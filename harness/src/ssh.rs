@@ -288,8 +288,14 @@ impl Ssh {
             }
         };
         s.set_blocking(true);
+        if let Err(e) = result {
+            // The session may be dead (the device gone, Ctrl-C): closing the channel must not
+            // wait on it.
+            s.set_timeout(200);
+            drop(channel);
+            return Err(started(e));
+        }
         s.set_timeout(5000);
-        result.map_err(started)?;
         let _ = channel.wait_close();
         let signalled = channel
             .exit_signal()
@@ -306,6 +312,14 @@ impl Ssh {
             stdout: String::from_utf8_lossy(&out).into_owned(),
             stderr: String::from_utf8_lossy(&err).into_owned(),
         })
+    }
+}
+
+impl Drop for Ssh {
+    /// Closing a session sends a goodbye; to a device that is gone it must not wait long.
+    fn drop(&mut self) {
+        self.session.set_blocking(true);
+        self.session.set_timeout(500);
     }
 }
 
