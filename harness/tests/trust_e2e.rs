@@ -137,56 +137,77 @@ fn sigterm_in_the_middle_of_a_chain_keeps_the_finished_tests_and_exits_130() {
     );
 }
 
+/// A suite in `dir/NAME` (development mode) with `tests` as `(name, yaml)`, run in that order.
+fn suite_of(dir: &Path, name: &str, tests: &[(&str, &str)]) -> PathBuf {
+    let suite = dir.join(name);
+    std::fs::create_dir_all(&suite).unwrap();
+    let names: Vec<&str> = tests.iter().map(|(n, _)| *n).collect();
+    std::fs::write(
+        suite.join("suite.yaml"),
+        format!(
+            "description: {name}\nconfig:\n  developmentMode: true\ntests: [{}]\n",
+            names.join(", ")
+        ),
+    )
+    .unwrap();
+    for (test, yaml) in tests {
+        std::fs::write(suite.join(format!("{test}.yaml")), yaml).unwrap();
+    }
+    suite
+}
+
 #[test]
 fn kill_9_loses_no_finished_test_and_report_render_recovers_the_run() {
     let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let mut child = start_run("suite/smoke", dir.path());
-    wait_until(&mut child, "a finished test and the next started", || {
-        journal_events(dir.path(), "finished").len() == 1
-            && journal_events(dir.path(), "started").len() == 2
+    // One device: `quick` finishes, then `slow` runs long enough to be killed in.
+    let suite = suite_of(
+        dir.path(),
+        "two",
+        &[
+            ("quick", "description: q\nsteps:\n  - ssh: {run: 'true'}\n"),
+            (
+                "slow",
+                "description: s\nsteps:\n  - ssh: {run: 'sleep 240', timeout: 300}\n",
+            ),
+        ],
+    );
+    let run = dir.path().join("run");
+    let mut child = start_run(&suite.to_string_lossy(), &run);
+    wait_until(&mut child, "quick finished and slow started", || {
+        journal_events(&run, "finished").len() == 1 && journal_events(&run, "started").len() == 2
     });
     let (code, _) = signal_and_wait(&mut child, libc::SIGKILL);
     assert_eq!(code, None);
-    let finished = journal_events(dir.path(), "finished");
-    let name = finished[0]["result"]["name"].as_str().unwrap().to_string();
 
     let out = harness()
         .args(["report", "render"])
-        .arg(dir.path())
+        .arg(&run)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_valid_junit(&dir.path().join("junit.xml"));
-    let s = summary(dir.path());
-    assert_eq!(test_of(&s, &name)["outcome"], "passed", "{s}");
-    let running = journal_events(dir.path(), "started")[1]["name"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let t = test_of(&s, &running);
+    assert_valid_junit(&run.join("junit.xml"));
+    let s = summary(&run);
+    assert_eq!(test_of(&s, "quick")["outcome"], "passed", "{s}");
+    let t = test_of(&s, "slow");
     assert_eq!(t["outcome"], "error", "{t}");
     assert!(t["message"].as_str().unwrap().contains("killed"), "{t}");
-    let page = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
-    assert!(page.contains(&name) && page.contains(&running));
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(page.contains("quick") && page.contains("slow"));
 }
 
 #[test]
 fn qemu_killed_in_a_console_step_is_an_infrastructure_failure_within_seconds() {
     let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let suite = dir.path().join("waits");
-    std::fs::create_dir_all(&suite).unwrap();
-    std::fs::write(
-        suite.join("suite.yaml"),
-        "description: waits on the console\nconfig:\n  developmentMode: true\n",
-    )
-    .unwrap();
-    std::fs::write(
-        suite.join("wait.yaml"),
-        "description: waits for what never comes\ntimeout: 600\nsteps:\n  - console: {expect: never-printed-by-anyone, timeout: 300}\n",
-    )
-    .unwrap();
+    let suite = suite_of(
+        dir.path(),
+        "waits",
+        &[(
+            "wait",
+            "description: waits for what never comes\ntimeout: 600\nsteps:\n  - console: {expect: never-printed-by-anyone, timeout: 300}\n",
+        )],
+    );
     let out_dir = dir.path().join("run");
     let mut child = harness()
         .args(["run", "--machine", "qemux86-64", "--retries", "0", "--out"])
