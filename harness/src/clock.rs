@@ -70,6 +70,11 @@ impl Utc {
         )
     }
 
+    /// `21:45:03 UTC`.
+    pub fn time_text(&self) -> String {
+        format!("{:02}:{:02}:{:02} UTC", self.hour, self.minute, self.second)
+    }
+
     /// `2026-11-25 21:45:03 UTC`.
     pub fn text(&self) -> String {
         format!(

@@ -1004,9 +1004,9 @@ fn unique_now_ms() -> u64 {
 }
 
 /// `21:45:03 UTC` from Unix milliseconds.
+/// `21:45:03 UTC` of a time in milliseconds since the epoch.
 fn utc_time(unix_ms: u64) -> String {
-    let s = unix_ms / 1000 % 86_400;
-    format!("{:02}:{:02}:{:02} UTC", s / 3600, s % 3600 / 60, s % 60)
+    crate::clock::utc(unix_ms / 1000).time_text()
 }
 
 // `30m`, `1h30m`, `2m5s`, `500ms`: the wait style of `crate::clock`.

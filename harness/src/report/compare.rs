@@ -12,12 +12,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::html::utc;
-use super::terminal::human;
 use crate::error::{Error, Result};
 use crate::exit_code;
 
@@ -250,7 +248,7 @@ fn head(path: &Path, s: &Summary) -> String {
         path.display(),
         s.run.title,
         s.run.mode,
-        utc(UNIX_EPOCH + Duration::from_secs(s.run.started)),
+        crate::clock::utc(s.run.started).text(),
         s.tests.len(),
         if s.tests.len() == 1 { "" } else { "s" }
     )
@@ -336,7 +334,7 @@ pub fn compare(a: &Summary, b: &Summary) -> Comparison {
             && (db - da).abs() > 0.25 * da
         {
             let kind = if db > da { Kind::Slower } else { Kind::Faster };
-            let secs = |s: f64| human(Duration::from_secs_f64(s.max(0.0)));
+            let secs = |s: f64| crate::clock::elapsed(Duration::from_secs_f64(s.max(0.0)));
             let r = if da > 0.0 {
                 format!(" (×{:.2})", db / da)
             } else {

@@ -12,7 +12,6 @@
 //! `details.log[data-log="ssh"|"console"]`, `[data-count]`, `dd[data-figure]`.
 
 use std::fmt::Write;
-use std::time::SystemTime;
 
 use super::{Attempt, Counts, Outcome, RunInfo, TargetReport, TargetStatus, TestResult};
 use crate::clock::elapsed;
@@ -151,7 +150,7 @@ fn header(
          data-mode=\"{}\">{}</span></p>\n",
         escape(&format!("harness: {}", info.title)),
         escape(&info.image.display().to_string()),
-        utc(info.started),
+        crate::clock::utc_at(info.started).text(),
         escape(&info.mode),
         escape(mode),
     );
@@ -467,11 +466,6 @@ fn logs(h: &mut String, transcript: &str, console: &str) {
             escape(&text)
         );
     }
-}
-
-/// `2025-06-01 02:00:00 UTC`.
-pub(crate) fn utc(t: SystemTime) -> String {
-    crate::clock::utc_at(t).text()
 }
 
 #[cfg(test)]

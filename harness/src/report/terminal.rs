@@ -46,6 +46,3 @@ pub fn summary(c: &Counts, took: Duration) -> String {
         elapsed(took)
     )
 }
-
-/// `1.2s`, `2m03s`: [`elapsed`] under the name other report modules import.
-pub use crate::clock::elapsed as human;

@@ -39,11 +39,6 @@ pub const CHECKS: &[(&str, &str)] = &[
     ),
 ];
 
-/// Whether `name` is a built-in check.
-pub fn exists(name: &str) -> bool {
-    CHECKS.iter().any(|(n, _)| *n == name)
-}
-
 /// What one argument of a check takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
