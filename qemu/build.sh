@@ -4,10 +4,13 @@
 #
 #   bash qemu/build.sh OUT_DIR      (as root; OUT_DIR exists and is empty)
 #
-# Writes OUT_DIR/image.img (OS 1.0.0), OUT_DIR/hostapp-1.0.1.ext4.zst (the
-# update payload), OUT_DIR/vmlinuz (for the harness's KVM probe) and OUT_DIR/build.json. Everything else happens in a temp
-# dir removed on exit; downloaded .debs are kept in
-# ${HARNESS_CACHE:-$HOME/.cache/harness}/debs (not part of any cache key).
+# Writes OUT_DIR/image.img (OS 1.0.0), OUT_DIR/hostapp-1.0.1.tar.gz (the update
+# payload: the OS as a hostapp image in `balena-engine save` format, and its
+# no-health variant), OUT_DIR/vmlinuz (for the harness's KVM probe) and
+# OUT_DIR/build.json. Everything else happens in a temp dir removed on exit;
+# downloaded .debs are kept in ${HARNESS_CACHE:-$HOME/.cache/harness}/debs (not
+# part of any cache key). BALENA_BIN_DIR (optional): a folder with balenaEngine
+# (balena-engine or balena-engine.xz); without it the engine is Debian's docker.io.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,6 +26,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$HERE/lib/disk.sh"
 # shellcheck source=lib/check.sh
 . "$HERE/lib/check.sh"
+# shellcheck source=lib/engine.sh
+. "$HERE/lib/engine.sh"
 
 VERSION=1.0.0
 UPDATE_VERSION=1.0.1
@@ -38,7 +43,8 @@ OUT=${1:-}
 require_tools debootstrap:debootstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
 	sfdisk:fdisk grub-mkstandalone:grub-common grub-editenv:grub-common \
 	/usr/lib/grub/x86_64-efi/linux.mod:grub-efi-amd64-bin zstd:zstd jq:jq cpio:cpio \
-	dpkg-deb:dpkg apt-get:apt apt-cache:apt truncate:coreutils "$BUSYBOX:busybox-static"
+	dpkg-deb:dpkg apt-get:apt apt-cache:apt truncate:coreutils "$BUSYBOX:busybox-static" \
+	xz:xz-utils gzip:gzip e2fsck:e2fsprogs fsck.fat:dosfstools
 if grep -q '/lib64/ld-linux-x86-64.so' "$BUSYBOX"; then
 	die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"
 fi
@@ -49,6 +55,7 @@ CACHE=${HARNESS_CACHE:-${HOME:-/root}/.cache/harness}/debs
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/harness-image.XXXXXX")
 ROOT=$WORK/rootfs
 cleanup() {
+	engine_stop
 	# debootstrap mounts proc/sys in the target; never follow them.
 	local m
 	for m in proc sys dev/pts dev run; do
@@ -71,6 +78,12 @@ rootfs_bootstrap "$ROOT" "$CACHE"
 step "configuring the rootfs (balenaOS services and files)"
 rootfs_configure "$ROOT" "$HERE/rootfs"
 
+step "installing the engine"
+ENGINE_DESC=$(engine_install "$ROOT" "${BALENA_BIN_DIR:-}")
+echo "    engine: $ENGINE_DESC"
+# The hostapp's boot/init: how the initramfs (and hostapp-update) mount this OS.
+install -m 0755 "$HERE/hostapp/init" "$ROOT/boot/init"
+
 step "installing the kernel and building the initramfs"
 KDEB=$(kernel_fetch "$CACHE")
 KVER=$(kernel_install "$KDEB" "$ROOT" "$WORK")
@@ -81,31 +94,28 @@ rootfs_trim "$ROOT"
 # A unit that names a missing program or file would fail at every boot: fail here instead.
 check_units "$ROOT"
 
-# Root slots: the rootfs plus ~25% headroom (ext4 metadata and journal
-# included), in 4 MiB steps.
-ROOT_MIB=$(round_up $(($(dir_mib "$ROOT") * 5 / 4 + 16)) 4)
-
-step "making root filesystems $VERSION and $UPDATE_VERSION (${ROOT_MIB} MiB each)"
+step "making hostapp $VERSION in resin-rootA and the update payloads hostapp-$UPDATE_VERSION.tar.gz (and its no-health variant)"
 rootfs_set_version "$ROOT" "$VERSION"
 cp "$ROOT/usr/lib/os-release" "$WORK/os-release"
-mkext4 "$WORK/rootA.ext4" "$ROOT_MIB" resin-rootA "$ROOT"
-mkext4 "$WORK/rootB.ext4" "$ROOT_MIB" resin-rootB
+hostapp_slot "$ROOT" "$WORK/slotA" "balena-os/reference:$VERSION"
 rootfs_set_version "$ROOT" "$UPDATE_VERSION"
-mkext4 "$WORK/update.ext4" "$ROOT_MIB" resin-rootB "$ROOT"
-
+hostapp_save "$ROOT" "balena-os/reference:$UPDATE_VERSION" "$OUT/hostapp-$UPDATE_VERSION.tar.gz"
 # A broken variant for the negative check of the health rollback: the same OS with
 # rollback-health masked, so nothing ever rolls it back.
 unit="$ROOT/etc/systemd/system/rollback-health.service"
 mv "$unit" "$WORK/rollback-health.service"
 ln -s /dev/null "$unit"
-mkext4 "$WORK/update-no-health.ext4" "$ROOT_MIB" resin-rootB "$ROOT"
+hostapp_save "$ROOT" "balena-os/reference:$UPDATE_VERSION" "$OUT/hostapp-$UPDATE_VERSION-no-health.tar.gz"
 rm -f "$unit"
 mv "$WORK/rollback-health.service" "$unit"
 
-step "compressing the update payloads hostapp-$UPDATE_VERSION.ext4.zst (and its no-health variant)"
-zstd -q -T0 -3 -f "$WORK/update.ext4" -o "$OUT/hostapp-$UPDATE_VERSION.ext4.zst"
-zstd -q -T0 -3 -f "$WORK/update-no-health.ext4" -o "$OUT/hostapp-$UPDATE_VERSION-no-health.ext4.zst"
-rm -f "$WORK/update.ext4" "$WORK/update-no-health.ext4"
+# Root slots: a hostapp plus ~25% headroom (ext4 metadata and journal included) for
+# the next one, in 4 MiB steps; rootB starts empty, as on balenaOS.
+ROOT_MIB=$(round_up $(($(dir_mib "$WORK/slotA") * 5 / 4 + 16)) 4)
+echo "    root slots: ${ROOT_MIB} MiB each"
+mkext4 "$WORK/rootA.ext4" "$ROOT_MIB" resin-rootA "$WORK/slotA"
+mkext4 "$WORK/rootB.ext4" "$ROOT_MIB" resin-rootB
+rm -rf "$WORK/slotA"
 
 step "making resin-boot (GRUB EFI, grub.cfg, grubenv, config.json)"
 bootpart_tree "$WORK/boot" "$HERE/grub" "$WORK/os-release"
@@ -119,8 +129,8 @@ mkext4 "$WORK/data.ext4" "$DATA_MIB" resin-data
 step "assembling image.img (msdos: boot, rootA, rootB, extended: state, data)"
 disk_assemble "$OUT/image.img" "$WORK/boot.vfat" "$WORK/rootA.ext4" "$WORK/rootB.ext4" \
 	"$WORK/state.ext4" "$WORK/data.ext4"
-jq -n --arg m "$MACHINE" --arg v "$VERSION" --arg uf "hostapp-$UPDATE_VERSION.ext4.zst" --arg uv "$UPDATE_VERSION" \
-	--arg nh "hostapp-$UPDATE_VERSION-no-health.ext4.zst" \
-	'{machine: $m, image: "image.img", version: $v, update: {file: $uf, version: $uv, no_health: $nh}}' >"$OUT/build.json"
+jq -n --arg m "$MACHINE" --arg v "$VERSION" --arg uf "hostapp-$UPDATE_VERSION.tar.gz" --arg uv "$UPDATE_VERSION" \
+	--arg nh "hostapp-$UPDATE_VERSION-no-health.tar.gz" --arg e "$ENGINE_DESC" \
+	'{machine: $m, image: "image.img", version: $v, engine: $e, update: {file: $uf, version: $uv, no_health: $nh}}' >"$OUT/build.json"
 echo "==> time per step: $(step_times)"
 echo "==> done: $OUT/image.img ($(du -h --apparent-size "$OUT/image.img" | cut -f1) sparse, $(du -h "$OUT/image.img" | cut -f1) used)"

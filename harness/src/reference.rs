@@ -1,7 +1,8 @@
 //! The reference image: built from the recipe in `qemu/`, cached by the recipe's content.
 //!
-//! The cache key is a SHA-256 over every file of the recipe (path and bytes), so any change to
-//! the recipe builds anew and an unchanged recipe returns at once. A build runs in a
+//! The cache key is a SHA-256 over every file of the recipe (path and bytes) and over the
+//! balenaEngine binaries the build takes (see [`engine_dir`]), so any change to either builds
+//! anew and an unchanged recipe returns at once. A build runs in a
 //! `.partial` folder that is renamed into place only when the recipe succeeded, so an
 //! interrupted build is never picked up.
 
@@ -23,6 +24,9 @@ pub struct Build {
     pub image: PathBuf,
     /// The OS version of the image.
     pub version: String,
+    /// The engine the image runs (balenaEngine and where it came from, or Debian's docker.io).
+    #[serde(default)]
+    pub engine: String,
     /// The host OS update payload for the next version.
     pub update: Update,
     /// The build folder (filled in on load).
@@ -69,21 +73,61 @@ fn recipe_dir(root: &Path, recipe: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The cache key of a recipe: SHA-256 over its files' relative paths and contents.
-pub fn recipe_key(dir: &Path) -> Result<String> {
+/// Where the build takes balenaEngine from: `HARNESS_BALENA_BIN` (a folder with
+/// `balena-engine` or `balena-engine.xz`) when set, else the project's `../shared/bin` when it
+/// has one; `None`: the image runs Debian's docker.io (no delta API).
+pub fn engine_dir(root: &Path) -> Result<Option<PathBuf>> {
+    let has_engine =
+        |d: &Path| d.join("balena-engine").is_file() || d.join("balena-engine.xz").is_file();
+    if let Some(dir) = std::env::var_os("HARNESS_BALENA_BIN").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        if !has_engine(&dir) {
+            return Err(Error::input(format!(
+                "HARNESS_BALENA_BIN={}: no balena-engine or balena-engine.xz there",
+                dir.display()
+            )));
+        }
+        return Ok(Some(dir));
+    }
+    let shared = root.join("..").join("shared").join("bin");
+    Ok(has_engine(&shared).then_some(shared))
+}
+
+/// The cache key of a recipe: SHA-256 over its files' relative paths and contents, and over
+/// the engine binaries it takes from `engine` (their names and bytes).
+pub fn recipe_key(dir: &Path, engine: Option<&Path>) -> Result<String> {
+    let mut hash = Sha256::new();
+    hash_tree(dir, &mut hash)?;
+    if let Some(engine) = engine {
+        hash.update(b"\0engine\0");
+        for name in ["balena-engine", "balena-engine.xz"] {
+            let f = engine.join(name);
+            if f.is_file() {
+                hash_file(&f, name, &mut hash)?;
+            }
+        }
+    }
+    Ok(hex::encode(hash.finalize())[..16].to_string())
+}
+
+fn hash_tree(dir: &Path, hash: &mut Sha256) -> Result<()> {
     let mut files = Vec::new();
     collect_files(dir, &mut files)?;
     files.sort();
-    let mut hash = Sha256::new();
     for f in &files {
         let rel = f.strip_prefix(dir).unwrap_or(f);
-        hash.update(rel.to_string_lossy().as_bytes());
-        hash.update([0]);
-        let bytes = std::fs::read(f).input_ctx(|| format!("cannot read {}", f.display()))?;
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(&bytes);
+        hash_file(f, &rel.to_string_lossy(), hash)?;
     }
-    Ok(hex::encode(hash.finalize())[..16].to_string())
+    Ok(())
+}
+
+fn hash_file(f: &Path, name: &str, hash: &mut Sha256) -> Result<()> {
+    hash.update(name.as_bytes());
+    hash.update([0]);
+    let bytes = std::fs::read(f).input_ctx(|| format!("cannot read {}", f.display()))?;
+    hash.update((bytes.len() as u64).to_le_bytes());
+    hash.update(&bytes);
+    Ok(())
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -104,9 +148,10 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// The cached build of `recipe`, if one matches the recipe as it is now.
 pub fn cached(root: &Path, recipe: &str) -> Result<Option<Build>> {
     let dir = recipe_dir(root, recipe)?;
+    let key = recipe_key(&dir, engine_dir(root)?.as_deref())?;
     let out = crate::paths::cache_dir()
         .join("images")
-        .join(format!("{recipe}-{}", recipe_key(&dir)?));
+        .join(format!("{recipe}-{key}"));
     Ok(load(&out).ok())
 }
 
@@ -141,13 +186,11 @@ pub fn build(root: &Path, recipe: &str, progress: &mut dyn FnMut(&str)) -> Resul
         ));
     }
     let dir = recipe_dir(root, recipe)?;
+    let engine = engine_dir(root)?;
+    let key = recipe_key(&dir, engine.as_deref())?;
     let images = crate::paths::cache_dir().join("images");
-    let final_dir = images.join(format!("{recipe}-{}", recipe_key(&dir)?));
-    let partial = images.join(format!(
-        "{recipe}-{}.partial-{}",
-        recipe_key(&dir)?,
-        std::process::id()
-    ));
+    let final_dir = images.join(format!("{recipe}-{key}"));
+    let partial = images.join(format!("{recipe}-{key}.partial-{}", std::process::id()));
     remove_stale_partials(&images, recipe);
     std::fs::create_dir_all(&partial)
         .infra_ctx(|| format!("cannot create {}", partial.display()))?;
@@ -155,6 +198,7 @@ pub fn build(root: &Path, recipe: &str, progress: &mut dyn FnMut(&str)) -> Resul
     let mut cmd = Command::new("bash");
     cmd.arg(dir.join("build.sh"))
         .arg(&partial)
+        .env("BALENA_BIN_DIR", engine.as_deref().unwrap_or(Path::new("")))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -232,9 +276,22 @@ mod tests {
         std::fs::write(dir.path().join("build.sh"), "echo 1").unwrap();
         std::fs::create_dir(dir.path().join("lib")).unwrap();
         std::fs::write(dir.path().join("lib/a.sh"), "a").unwrap();
-        let k1 = recipe_key(dir.path()).unwrap();
-        assert_eq!(k1, recipe_key(dir.path()).unwrap());
+        let k1 = recipe_key(dir.path(), None).unwrap();
+        assert_eq!(k1, recipe_key(dir.path(), None).unwrap());
         std::fs::write(dir.path().join("lib/a.sh"), "b").unwrap();
-        assert_ne!(k1, recipe_key(dir.path()).unwrap());
+        assert_ne!(k1, recipe_key(dir.path(), None).unwrap());
+    }
+
+    #[test]
+    fn recipe_key_changes_with_the_engine_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("build.sh"), "echo 1").unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        std::fs::write(bin.path().join("balena-engine.xz"), "v1").unwrap();
+        let plain = recipe_key(dir.path(), None).unwrap();
+        let k1 = recipe_key(dir.path(), Some(bin.path())).unwrap();
+        assert_ne!(plain, k1);
+        std::fs::write(bin.path().join("balena-engine.xz"), "v2").unwrap();
+        assert_ne!(k1, recipe_key(dir.path(), Some(bin.path())).unwrap());
     }
 }

@@ -67,6 +67,16 @@ initramfs_build() {
 	for applet in $("$BUSYBOX" --list); do
 		[ -e "$dir/bin/$applet" ] || ln -s busybox "$dir/bin/$applet"
 	done
+	# fsck at boot, as balenaOS's initramfs: this host's e2fsck and fsck.fat
+	# (Debian 12, as the image) with the libraries they link.
+	local tool lib
+	for tool in /sbin/e2fsck /sbin/fsck.fat; do
+		cp "$(readlink -f "$tool")" "$dir/bin/${tool##*/}"
+		for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do
+			mkdir -p "$dir$(dirname "$lib")"
+			cp -L "$lib" "$dir$lib"
+		done
+	done
 	mknod -m 600 "$dir/dev/console" c 5 1
 	install -m 0755 "$init" "$dir/init"
 	# Dependency order from the rootfs's own modprobe; paths relative to

@@ -47,6 +47,14 @@ write_atomic() {
 	cat >"$tmp" && sync "$tmp" && mv -f "$tmp" "$dst" && sync -f "$dst"
 }
 
+# umount_tree DIR: unmounts DIR and every mount under it (deepest first).
+umount_tree() {
+	local m
+	findmnt -rn -o TARGET -R "$1" 2>/dev/null | sort -r | while read -r m; do
+		umount -l "$m" 2>/dev/null || true
+	done
+}
+
 grubenv_get() { sed -n "s/^$1=//p" "$GRUBENV" 2>/dev/null | head -n1; }
 
 # grubenv_set KEY=VALUE...: rewrite the 1024-byte GRUB environment block.

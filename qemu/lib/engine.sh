@@ -1,0 +1,129 @@
+# shellcheck shell=bash
+# The container engine of the image and the hostapps made with it.
+#
+# balenaEngine (a static multi-call binary) comes from BALENA_BIN_DIR when the
+# build is given one (balena-engine or balena-engine.xz there); otherwise the
+# image keeps Debian's docker.io behind the `balena-engine` wrapper. Either way
+# the build runs the image's own engine on this host to make the hostapps: each
+# root slot is an engine data root (balena/) holding the OS as a container
+# image and a created container, as hostapp-update leaves it on balenaOS.
+
+# Names balenaEngine answers to (a symlink each; the binary looks at argv[0]).
+BALENA_NAMES=(balena balenad balena-engine-daemon balena-engine-containerd
+	balena-containerd-shim-runc-v2 balena-engine-runc balena-engine-proxy)
+
+# engine_install ROOT BINDIR: puts balenaEngine from BINDIR into ROOT, or keeps
+# the docker.io wrapper when BINDIR is empty; prints what the image runs.
+engine_install() {
+	local root=$1 bindir=$2 n
+	if [ -z "$bindir" ]; then
+		for n in balena balenad balena-engine-daemon; do ln -sf balena-engine "$root/usr/bin/$n"; done
+		echo "Debian docker.io $(chroot "$root" dpkg-query -W -f '${Version}' docker.io) (no balenaEngine given: no delta API)"
+		return
+	fi
+	if [ -f "$bindir/balena-engine" ]; then
+		install -m 0755 "$bindir/balena-engine" "$root/usr/bin/balena-engine"
+	elif [ -f "$bindir/balena-engine.xz" ]; then
+		xz -dc "$bindir/balena-engine.xz" >"$root/usr/bin/balena-engine"
+		chmod 0755 "$root/usr/bin/balena-engine"
+	else
+		die "$bindir has neither balena-engine nor balena-engine.xz"
+	fi
+	for n in "${BALENA_NAMES[@]}"; do ln -sf balena-engine "$root/usr/bin/$n"; done
+	# docker.io brought the engine's dependencies; its own binaries are not used.
+	rm -f "$root"/usr/sbin/dockerd "$root"/usr/bin/{docker,docker-proxy,containerd,containerd-shim-runc-v2,runc} \
+		"$root"/usr/sbin/runc "$root"/usr/libexec/docker/docker-init
+	echo "balenaEngine $("$root/usr/bin/balenad" --version | sed -n 's/.*version \([^,]*\), build \(.*\)/\1 (build \2)/p') from $bindir"
+}
+
+# engine_start ROOT DATAROOT: runs ROOT's engine on this host with its data in
+# DATAROOT (no networking: it only imports, creates and saves).
+ENGINE_PID=''
+ENGINE_SOCK=''
+engine_start() {
+	local root=$1 dataroot=$2 daemon path i
+	engine_stop
+	ENGINE_SOCK=$WORK/engine.sock
+	if [ -x "$root/usr/bin/balenad" ] && [ ! -e "$root/usr/sbin/dockerd" ]; then
+		daemon=$root/usr/bin/balenad
+	else
+		daemon=$root/usr/sbin/dockerd
+	fi
+	path=$root/usr/bin:$root/usr/sbin:$PATH
+	mkdir -p "$dataroot"
+	echo '{}' >"$WORK/engine.json"
+	PATH=$path "$daemon" --config-file "$WORK/engine.json" --data-root "$dataroot" --exec-root "$WORK/engine-exec" \
+		-H "unix://$ENGINE_SOCK" --pidfile "$WORK/engine.pid" --storage-driver overlay2 \
+		--bridge=none --iptables=false --ip-masq=false >"$WORK/engine.log" 2>&1 &
+	ENGINE_PID=$!
+	for i in $(seq 300); do
+		engine version >/dev/null 2>&1 && return 0
+		kill -0 "$ENGINE_PID" 2>/dev/null || break
+		sleep 0.2
+	done
+	tail -n 20 "$WORK/engine.log" >&2
+	die "the engine ($daemon) did not start on this host (log above)"
+}
+
+# engine ARGS: the CLI of the engine engine_start started.
+engine() {
+	local root=${ROOT:?}
+	if [ -x "$root/usr/bin/docker" ]; then
+		DOCKER_HOST=unix://$ENGINE_SOCK "$root/usr/bin/docker" "$@"
+	else
+		DOCKER_HOST=unix://$ENGINE_SOCK "$root/usr/bin/balena-engine" "$@"
+	fi
+}
+
+# engine_stop: stops it (bounded: SIGKILL after 30 s) and leaves no mount behind.
+engine_stop() {
+	local i
+	[ -n "$ENGINE_PID" ] || return 0
+	kill "$ENGINE_PID" 2>/dev/null || true
+	for i in $(seq 150); do
+		kill -0 "$ENGINE_PID" 2>/dev/null || break
+		sleep 0.2
+	done
+	kill -9 "$ENGINE_PID" 2>/dev/null || true
+	wait "$ENGINE_PID" 2>/dev/null || true
+	ENGINE_PID=''
+	{ grep -o " $WORK/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
+# hostapp_import ROOT TAG: the root filesystem ROOT as the single-layer image TAG
+# (labelled a hostapp, as balenaOS's are), in the running engine.
+hostapp_import() {
+	local root=$1 tag=$2
+	tar --numeric-owner -C "$root" -cf - . |
+		engine import --change 'LABEL io.balena.features.hostapp=true' --change 'CMD ["/bin/sh"]' - "$tag" >/dev/null
+}
+
+# hostapp_slot ROOT SLOTDIR TAG: a root slot's tree in SLOTDIR holding ROOT as
+# hostapp TAG: balena/ (the engine data root), hostapps/<id>/boot, current,
+# sbin/init -> ../current/boot/init, boot -> current/boot, counter.
+hostapp_slot() {
+	local root=$1 slot=$2 tag=$3 cid d
+	for d in dev etc balena hostapps mnt/state proc run sbin sys tmp; do mkdir -p "$slot/$d"; done
+	: >"$slot/etc/machine-id"
+	ln -sfn ../current/boot/init "$slot/sbin/init"
+	ln -sfn current/boot "$slot/boot"
+	engine_start "$root" "$slot/balena"
+	hostapp_import "$root" "$tag"
+	cid=$(engine create --volume=/boot "$tag" /bin/sh)
+	engine_stop
+	rm -rf "$slot/balena/tmp" "$slot/balena/runtimes"
+	bash "$root/usr/lib/balena/hostapp-entry" "$slot" "$cid"
+	echo 1 >"$slot/counter"
+}
+
+# hostapp_save ROOT TAG OUT: ROOT as hostapp TAG in `balena-engine save` format,
+# gzip-compressed: the update payload hostapp-update -f takes.
+hostapp_save() {
+	local root=$1 tag=$2 out=$3
+	rm -rf "$WORK/save-engine"
+	engine_start "$root" "$WORK/save-engine"
+	hostapp_import "$root" "$tag"
+	engine save "$tag" | gzip -1 >"$out"
+	engine_stop
+	rm -rf "$WORK/save-engine"
+}
