@@ -88,12 +88,10 @@ rootfs_trim() {
 	EOC
 }
 
-# os_release_value VALUE: VALUE as os-release writes it (double-quoted unless purely alphanumeric).
+# os_release_value VALUE: VALUE as balenaOS writes it: double-quoted (every value that is
+# not purely alphanumeric must be; NAME="balenaOS" is too).
 os_release_value() {
-	case "$1" in
-	'' | *[!A-Za-z0-9]*) printf '"%s"' "$1" ;;
-	*) printf '%s' "$1" ;;
-	esac
+	printf '"%s"' "$1"
 }
 
 # rootfs_set_version DIR VERSION: os-release, /etc/issue and /etc/issue.net of
