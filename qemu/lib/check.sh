@@ -35,6 +35,12 @@ check_units() {
 		done
 		# An instance (sshd@.service) or a masked unit (-> /dev/null) has nothing to check here.
 		[ -n "$file" ] && [ -s "$file" ] || continue
+		# A path or timer unit must name a unit the image has.
+		while IFS= read -r line; do
+			line=${line#*=}
+			[ -e "$root/etc/systemd/system/$line" ] || [ -e "$root/usr/lib/systemd/system/$line" ] ||
+				[ -e "$root/lib/systemd/system/$line" ] || problems+=("$unit: triggers $line, which the image does not have")
+		done < <(grep -E '^Unit=' "$file")
 		while IFS= read -r line; do
 			line=${line#*=}
 			# Prefixes: - (failure ignored), @, :, +, ! and !!

@@ -30,19 +30,20 @@ rootfs_configure() {
 	ln -sf balena-engine "$root/usr/bin/balena"
 	ln -sf balena-engine "$root/usr/bin/balena-engine-daemon"
 
-	# Every folder a unit names: packages no longer ship /etc/dnsmasq.d (dnsmasq-base), and
-	# dnsmasq refuses to start without its conf-dir.
-	mkdir -p "$root/etc/dnsmasq.d"
-
-	# Mount points made by the initramfs; ssh host keys live on resin-state.
-	mkdir -p "$root"/mnt/{boot,state,data,sysroot/active,sysroot/inactive}
+	# Mount points made by the initramfs, and of the resin-state bind mounts
+	# (boot-setup); ssh host keys live on resin-state.
+	mkdir -p "$root"/mnt/{boot,state,data,sysroot/active,sysroot/inactive} \
+		"$root/etc/ssh/hostkeys" "$root/home/root/.ssh" "$root/var/lib/chrony" \
+		"$root/etc/NetworkManager/system-connections" "$root/etc/NetworkManager/dispatcher.d"
+	chmod 0700 "$root/home/root/.ssh"
 	rm -f "$root"/etc/ssh/ssh_host_*
-	ln -sfn /mnt/state/root-overlay/etc/ssh/hostkeys "$root/etc/ssh/hostkeys"
 
 	# Per-device identity is made at first boot, never baked in.
 	: >"$root/etc/machine-id"
 	echo balena >"$root/etc/hostname"
 	rm -rf "$root/var/log/journal"
+	# os-release: /usr/lib/os-release of the slot (rootfs_set_version), nothing added at boot.
+	ln -sf ../usr/lib/os-release "$root/etc/os-release"
 
 	# Empty root password: development mode logs in without one (getty,
 	# sshd with PermitEmptyPasswords); production allows keys only.
@@ -54,14 +55,20 @@ rootfs_configure() {
 	chroot "$root" systemctl -q mask ssh.service ssh.socket docker.service docker.socket \
 		containerd.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
 		e2scrub_all.timer e2scrub_reap.service fstrim.timer NetworkManager-wait-online.service
-	# mDNS only on real NICs, not on the engine's bridge.
-	sed -i 's/^#\?deny-interfaces=.*/deny-interfaces=docker0,balena0,supervisor0/' "$root/etc/avahi/avahi-daemon.conf"
 	mkdir -p "$root/etc/systemd/system-generators"
 	ln -sf /dev/null "$root/etc/systemd/system-generators/systemd-getty-generator"
-	chroot "$root" systemctl -q enable sshd.socket config-json.service config-json.path \
-		dnsmasq.service balena.service rollback-altboot.service rollback-health.service expand-data.service \
-		NetworkManager.service avahi-daemon.service chrony.service
+	chroot "$root" systemctl -q enable "${ROOTFS_UNITS[@]}"
 }
+
+# Units enabled in the image: config.json (config-json.path -> config-json.service ->
+# /var/volatile/<unit>.json -> <unit>-conf.path -> <unit>.service), boot set-up, services.
+ROOTFS_CONF_UNITS=(balena-hostname development-features balena-net-config balena-ntp-config
+	os-networkmanager os-sshkeys os-udevrules)
+ROOTFS_UNITS=(balena-boot-setup.service config-json.service config-json.path
+	"${ROOTFS_CONF_UNITS[@]/%/.service}" "${ROOTFS_CONF_UNITS[@]/%/-conf.path}"
+	balena-persistent-logs.service zram-swap.service sshd.socket recover-sshd-socket.timer
+	dnsmasq.service balena.service rollback-altboot.service rollback-health.service expand-data.service
+	NetworkManager.service avahi-daemon.service chrony.service)
 
 # rootfs_trim DIR: no docs, man pages, locales or package caches.
 rootfs_trim() {
@@ -81,20 +88,44 @@ rootfs_trim() {
 	EOC
 }
 
-# rootfs_set_version DIR VERSION: os-release of the slot (VARIANT_ID is
-# added at boot, from developmentMode).
+# os_release_value VALUE: VALUE as balenaOS writes it: double-quoted (every value that is
+# not purely alphanumeric must be; NAME="balenaOS" is too).
+os_release_value() {
+	printf '"%s"' "$1"
+}
+
+# rootfs_set_version DIR VERSION: os-release, /etc/issue and /etc/issue.net of
+# the slot, then the fingerprint (the rootfs is final by then).
 rootfs_set_version() {
-	local root=$1 version=$2
-	cat >"$root/usr/lib/os-release" <<-EOC
-		ID="balena-os"
-		NAME="balenaOS"
-		VERSION="$version"
-		VERSION_ID="$version"
-		PRETTY_NAME="balenaOS $version (reference image, Debian 12)"
-		ID_LIKE="debian"
-		MACHINE="qemux86-64"
-		SLUG="qemux86-64"
-		META_BALENA_VERSION="$version"
-		BALENA_BOARD_REV="reference"
+	local root=$1 version=$2 k v
+	while IFS='=' read -r k v; do
+		printf '%s=%s\n' "$k" "$(os_release_value "$v")"
+	done >"$root/usr/lib/os-release" <<-EOC
+		ID=balena-os
+		NAME=balenaOS
+		VERSION=$version
+		VERSION_ID=$version
+		PRETTY_NAME=balenaOS $version
+		MACHINE=qemux86-64
+		META_BALENA_VERSION=$version
+		SLUG=qemux86-64
+		BALENA_BOARD_REV=reference
 	EOC
+	ln -sf ../usr/lib/os-release "$root/etc/os-release"
+	printf 'balenaOS %s \\n \\l\n\n' "$version" >"$root/etc/issue"
+	printf 'balenaOS %s\n' "$version" >"$root/etc/issue.net"
+	rootfs_fingerprint "$root"
+}
+
+# rootfs_fingerprint DIR: /balenaos.fingerprint, "md5  /path" for every file of
+# the root filesystem (itself excluded), as balenaOS ships. Call it last, once the
+# rootfs is final (rootfs_set_version does).
+rootfs_fingerprint() {
+	local root=$1
+	(
+		cd "$root" &&
+			find . \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./run -o -path ./tmp \) -prune -o \
+				-type f ! -path ./balenaos.fingerprint ! -path ./.balenaos.fingerprint.tmp -print0 | LC_ALL=C sort -z | xargs -0 -r md5sum
+	) | sed 's#^\(\\\?[0-9a-f]\{32\}  \)\./#\1/#' >"$root/.balenaos.fingerprint.tmp"
+	mv -f "$root/.balenaos.fingerprint.tmp" "$root/balenaos.fingerprint"
 }
