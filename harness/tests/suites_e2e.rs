@@ -57,7 +57,7 @@ fn suite_os_passes_on_two_machines_each_on_its_own_lan_and_os_negative_names_wha
     let s = common::summary(dir.path());
     let t = tests(dir.path());
     let os: Vec<_> = t.iter().filter(|t| t["suite"] == "os").collect();
-    assert_eq!(os.len(), 9, "{s}");
+    assert_eq!(os.len(), 23, "{s}");
     for test in &os {
         assert_eq!(test["outcome"], "passed", "{test}");
     }
@@ -74,15 +74,43 @@ fn suite_os_passes_on_two_machines_each_on_its_own_lan_and_os_negative_names_wha
     }
 
     // The negative suite: each test after a fault fails and names the broken behaviour.
+    let negative: Vec<_> = t.iter().filter(|t| t["suite"] == "os-negative").collect();
+    // 16 faults, each followed by the test it breaks.
+    assert_eq!(negative.len(), 32, "{s}");
     for (name, names) in [
         ("os-release", "SLUG"),
+        ("issue", "/etc/issue starts with: Poky"),
+        ("fingerprint", "differ"),
+        ("by-state-links", "by-state link inactive: MISSING"),
+        ("zram-swap", "zram swap: 0 swap(s)"),
+        ("hostname-mdns-default", "did not resolve by mDNS"),
+        ("dns-servers-live", "/run/dnsmasq.servers"),
+        ("ntp-servers-live", "/run/chrony/added_config.sources"),
+        ("connectivity-live", "NetworkManager connectivity"),
+        ("udev-rules-live", "udev rule file"),
+        ("development-mode-live", "2375"),
         ("hostname", "hostname"),
+        ("reset", "state reset: overlay file KEPT"),
         ("development-mode", "2375"),
+        ("sshd-socket-recovery", "sshd.socket after recovery"),
+        ("development-mode-no-keys", "without a key"),
     ] {
         let test = test_of(&t, "os-negative", name);
         assert_eq!(test["outcome"], "failed", "{test}");
         let msg = test["message"].as_str().unwrap();
         assert!(msg.contains(names), "{name}: {msg}");
+    }
+    // The faults themselves pass: a fault that cannot be injected proves nothing.
+    for fault in negative.iter().filter(|t| {
+        t["name"].as_str().unwrap().contains("break")
+            || [
+                "corrupt-os-file",
+                "ignore-reset-markers",
+                "development-mode-off-live",
+            ]
+            .contains(&t["name"].as_str().unwrap())
+    }) {
+        assert_eq!(fault["outcome"], "passed", "{fault}");
     }
 }
 
@@ -98,7 +126,7 @@ fn suite_os_without_cap_net_admin_skips_the_lan_tests_and_says_why() {
         .args(["run", "--machine", "qemux86-64", "suite/os", "--keep-going"])
         .args([
             "--filter",
-            "os/(hostname-mdns|networking|networking-lan)$",
+            "os/(hostname-mdns|hostname-mdns-default|ntp-servers-live|networking|networking-lan)$",
             "--out",
         ])
         .arg(dir.path())
@@ -109,7 +137,12 @@ fn suite_os_without_cap_net_admin_skips_the_lan_tests_and_says_why() {
     assert!(err.contains("user networking"), "{err}");
     let t = tests(dir.path());
     assert_eq!(test_of(&t, "os", "networking")["outcome"], "passed");
-    for name in ["hostname-mdns", "networking-lan"] {
+    for name in [
+        "hostname-mdns",
+        "hostname-mdns-default",
+        "ntp-servers-live",
+        "networking-lan",
+    ] {
         let r = test_of(&t, "os", name);
         assert_eq!(r["outcome"], "skipped", "{r}");
         assert!(r["message"].as_str().unwrap().contains("LAN"), "{r}");
@@ -180,6 +213,8 @@ fn suite_engine_passes_with_the_bytes_and_layer_reuse_fails_when_v2_shares_no_la
         "engine-healthy",
         "pull-and-run",
         "layer-reuse",
+        "container-healthcheck",
+        "engine-watchdog",
         "socket-exposure",
     ];
     assert_passed(&t, "engine", &names);
@@ -204,4 +239,9 @@ fn suite_engine_passes_with_the_bytes_and_layer_reuse_fails_when_v2_shares_no_la
     assert_eq!(earlier[0]["outcome"], "failed", "{reuse}");
     assert_eq!(reuse["flaky"], false, "{reuse}");
     assert!(xml.contains("<rerunFailure"), "{xml}");
+    // The engine's watchdog switched off: a hung engine stays hung, and the test says so.
+    let watchdog = test_of(&t, "engine-negative", "engine-watchdog");
+    assert_eq!(watchdog["outcome"], "failed", "{watchdog}");
+    let msg = watchdog["message"].as_str().unwrap();
+    assert!(msg.contains("engine pid now"), "{msg}");
 }
