@@ -122,9 +122,11 @@ bootpart_tree "$WORK/boot" "$HERE/grub" "$WORK/os-release"
 mkvfat "$WORK/boot.vfat" "$BOOT_MIB" resin-boot "$WORK/boot"
 
 step "making resin-state and resin-data"
-mkdir -p "$WORK/state/root-overlay/etc/ssh/hostkeys" "$WORK/state/root-overlay/var/log/journal"
+mkdir -p "$WORK/state/root-overlay/etc/ssh/hostkeys" "$WORK/state/root-overlay/var/log/journal" "$WORK/data"
+# The reset markers ship with the image: a missing one asks for a reset at the next boot.
+touch "$WORK/state/remove_me_to_reset" "$WORK/data/remove_me_to_reset"
 mkext4 "$WORK/state.ext4" "$STATE_MIB" resin-state "$WORK/state"
-mkext4 "$WORK/data.ext4" "$DATA_MIB" resin-data
+mkext4 "$WORK/data.ext4" "$DATA_MIB" resin-data "$WORK/data"
 
 step "assembling image.img (msdos: boot, rootA, rootB, extended: state, data)"
 disk_assemble "$OUT/image.img" "$WORK/boot.vfat" "$WORK/rootA.ext4" "$WORK/rootB.ext4" \

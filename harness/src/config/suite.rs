@@ -183,6 +183,10 @@ pub struct RebootStep {
     /// Seconds to wait for SSH after the reboot.
     #[serde(default = "default_boot_timeout")]
     pub timeout: u64,
+    /// The device comes back with a new SSH host key (a state reset wipes the keys on
+    /// resin-state): the harness pins the new one instead of refusing it.
+    #[serde(default)]
+    pub new_host_key: bool,
 }
 
 fn default_boot_timeout() -> u64 {

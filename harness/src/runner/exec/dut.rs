@@ -265,6 +265,17 @@ impl<'t> Dut<'t> {
 
     /// Waits until the device answers SSH with a boot id other than `old`.
     pub fn wait_for_new_boot(&mut self, old: &str, timeout: Duration) -> Result<Duration> {
+        self.wait_for_boot_id_change(old, timeout, false)
+    }
+
+    /// [`Self::wait_for_new_boot`]; with `repin`, any host key is taken (and pinned) until a
+    /// new boot answers: the device is expected to come back with a new key.
+    fn wait_for_boot_id_change(
+        &mut self,
+        old: &str,
+        timeout: Duration,
+        repin: bool,
+    ) -> Result<Duration> {
         let start = Instant::now();
         let deadline = start + timeout;
         self.disconnect();
@@ -278,6 +289,9 @@ impl<'t> Dut<'t> {
                     "gave up after {}s waiting for the device to come back with a new boot id over SSH",
                     timeout.as_secs()
                 )));
+            }
+            if repin {
+                self.forget_host_key();
             }
             let attempt = self
                 .connect(left)
@@ -306,15 +320,16 @@ impl<'t> Dut<'t> {
         Ok(start.elapsed())
     }
 
-    /// Reboots from the device's own shell and waits for it to come back.
-    pub fn reboot(&mut self, timeout: Duration) -> Result<Duration> {
+    /// Reboots from the device's own shell and waits for it to come back; with
+    /// `new_host_key`, the host key it comes back with is pinned anew.
+    pub fn reboot(&mut self, timeout: Duration, new_host_key: bool) -> Result<Duration> {
         let old = self.boot_id(Duration::from_secs(30))?;
         // Detach the reboot so the SSH command returns before the connection drops.
         let _ = self.exec(
             "(sleep 1; reboot) >/dev/null 2>&1 &",
             Duration::from_secs(15),
         );
-        self.wait_for_new_boot(&old, timeout)
+        self.wait_for_boot_id_change(&old, timeout, new_host_key)
     }
 
     /// Cuts the power, restores it and waits for SSH.

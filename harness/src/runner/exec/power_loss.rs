@@ -89,7 +89,7 @@ pub fn run(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -> 
     // Whatever the cuts left behind, a plain update must still work.
     let before = slot(dut)?;
     update(dut, &payload)?;
-    dut.reboot(BOOT)?;
+    dut.reboot(BOOT, false)?;
     let (v, s) = (version(dut)?, slot(dut)?);
     if v != new_version || s == before {
         return Err(Error::failed(format!(

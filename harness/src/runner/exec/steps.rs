@@ -23,11 +23,14 @@ pub fn run(
         Step::WaitFor(s) => wait_for(dut, s, bound(s.timeout)),
         Step::Console(c) => console(dut, c, bound(c.timeout)),
         Step::Reboot(r) => {
-            let took = dut.reboot(bound(r.timeout))?;
+            let took = dut.reboot(bound(r.timeout), r.new_host_key)?;
             dut.record("reboot_seconds", format!("{:.1}", took.as_secs_f64()));
             Ok(())
         }
         Step::PowerCycle(r) => {
+            if r.new_host_key {
+                dut.forget_host_key();
+            }
             let took = dut.power_cycle(bound(r.timeout))?;
             dut.record("boot_seconds", format!("{:.1}", took.as_secs_f64()));
             Ok(())
