@@ -74,6 +74,18 @@ struct DeviceState {
     changed: bool,
 }
 
+impl DeviceState {
+    /// What the scheduling rules need to know of it.
+    fn held(&self) -> policy::Held {
+        policy::Held {
+            suite: self.suite,
+            pristine: self.pristine,
+            keyless: self.keyless,
+            changed: self.changed,
+        }
+    }
+}
+
 /// How a job ended on this target.
 enum JobEnd {
     /// Its results are final; with the message of the infrastructure failure that ended it.
@@ -406,16 +418,14 @@ fn run_job(
         return JobEnd::Done(None);
     }
     let first = &test_at(0).1;
-    // A device booted without the run's key serves only the test it was booted for.
-    let other_key = |state: &DeviceState, test: &TestFile| state.keyless == test.ssh_key;
     let key_for = |test: &TestFile| test.ssh_key.then_some(sh.key.public.as_str());
-    let need_boot = match state.suite {
-        None => true,
-        Some(s) if s != job.chain.suite => suite.file.fresh || other_key(state, first),
-        Some(_) => {
-            other_key(state, first) || (!state.pristine && (first.starts_device() || state.changed))
-        }
+    let wants = |test: &TestFile| policy::Wants {
+        suite: job.chain.suite,
+        suite_fresh: suite.file.fresh,
+        own_device: test.starts_device(),
+        keyless: !test.ssh_key,
     };
+    let need_boot = policy::needs_boot(state.held(), wants(first));
     let begin = Instant::now();
     let mut boot_seconds = None;
     if need_boot {
@@ -473,7 +483,7 @@ fn run_job(
             sh.started(&job, pos, suite, name, spec);
             sh.set(spec, TargetStatus::Running(label.clone()), vec![]);
             sh.say(spec, &format!("RUN   {label}"));
-            let fresh = if (test.starts_device() && !state.pristine) || other_key(state, test) {
+            let fresh = if policy::needs_boot(state.held(), wants(test)) {
                 state.keyless = !test.ssh_key;
                 fresh_boot(
                     dut,
