@@ -1,6 +1,7 @@
 //! A private LAN for QEMU devices: the harness moves into a network namespace of its own with
-//! a bridge, a tap per NIC and dnsmasq for DHCP and DNS, so it is a peer on the device's LAN
-//! (mDNS, the device's own address, files served to it, a second NIC).
+//! a bridge, a tap per NIC, dnsmasq for DHCP and DNS and an NTP server ([`crate::ntp`], UDP
+//! 123 on the harness's address), so it is a peer on the device's LAN (mDNS, the device's own
+//! address, files served to it, time, a second NIC).
 //!
 //! The namespace belongs to the harness's process: when the harness and its children (QEMU,
 //! dnsmasq, all with a parent-death signal) are gone, the kernel frees it, so nothing of it
@@ -27,6 +28,7 @@ pub const DUT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 /// The LAN, alive while this value is.
 pub struct Lan {
     _dnsmasq: Child,
+    _ntp: crate::ntp::Server,
     taps: u32,
 }
 
@@ -98,8 +100,11 @@ impl Lan {
                 text.lines().last().unwrap_or("")
             )));
         }
+        // Its thread is started from this one, so it answers inside the namespace.
+        let ntp = crate::ntp::Server::start(std::net::SocketAddr::from((HOST_IP, 123)))?;
         Ok(Ok(Lan {
             _dnsmasq: dnsmasq,
+            _ntp: ntp,
             taps: 0,
         }))
     }
@@ -143,4 +148,53 @@ fn has_net_admin() -> bool {
                 .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         })
         .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real SNTP client (Debian's `sntp`) inside the LAN's namespace gets the host's time
+    /// from the harness's address, and the server goes with the LAN.
+    #[test]
+    fn the_lan_serves_ntp_on_the_harness_address() {
+        if !has_net_admin() {
+            return crate::testing::missing("CAP_NET_ADMIN, to make a network namespace");
+        }
+        if Command::new("sntp").arg("--version").output().is_err() {
+            return crate::testing::missing("sntp (Debian's sntp)");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        // The namespace is the thread's: a thread of its own leaves the test runner's alone.
+        let (out, freed) = std::thread::spawn(move || {
+            let lan = Lan::create(&path).unwrap().unwrap();
+            let out = Command::new("timeout")
+                .args(["20", "sntp", "-t", "3", &HOST_IP.to_string()])
+                .output()
+                .unwrap();
+            drop(lan);
+            // The bridge stays while this thread lives; the server's socket went with the LAN.
+            let freed = std::net::UdpSocket::bind((HOST_IP, 123)).is_ok();
+            (out, freed)
+        })
+        .join()
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{text}");
+        // e.g. `2026-01-01 12:00:00.000 (+0000) +0.000012 +/- 0.000102 10.77.0.1 s2 no-leap`
+        let line = text
+            .lines()
+            .find(|l| l.contains("10.77.0.1 s2"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let offset: f64 = line
+            .split_whitespace()
+            .find_map(|w| w.parse().ok().filter(|_| w.starts_with(['+', '-'])))
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!(offset.abs() < 0.5, "{line}");
+        assert!(line.contains("no-leap"), "{line}");
+        assert!(freed, "the NTP server outlived its LAN");
+        eprintln!("{line}");
+    }
 }

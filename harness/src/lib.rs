@@ -17,7 +17,7 @@
 //!    `device` (the power/media/console traits), `qmp`, `redact`
 //! 2. configuration and images: `config`, `image`, `reference`
 //! 3. devices: `console`, `ssh`, `target`, `flash`, `board`, `qemu` (its emulated rig plays a
-//!    `board`), `lan`, `registry`
+//!    `board`), `ntp`, `lan`, `registry`
 //! 4. shared farm state: `lease`, `rotation`
 //! 5. results: `report` (the result types, the journal and its renderings)
 //! 6. the runner: `runner` (plan stage, then `runner::exec` for a test on a device, then
@@ -38,6 +38,7 @@ pub mod interrupt;
 pub mod lan;
 pub mod lease;
 pub mod live;
+pub mod ntp;
 pub mod paths;
 pub mod process;
 pub mod qemu;

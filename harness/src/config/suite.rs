@@ -72,8 +72,25 @@ pub struct TestFile {
     /// a target without them skips the test and says why.
     #[serde(default)]
     pub requires: Vec<Capability>,
+    /// `false`: the test runs on a fresh device whose `config.json` has no `os.sshKeys`, and
+    /// every login of the test is password-less (root, no key, empty password), as a
+    /// development-mode balenaOS allows only without `os.sshKeys`. The device is not reused
+    /// by tests that expect the run's key. Needs `developmentMode: true` in the suite's config.
+    #[serde(default = "yes")]
+    pub ssh_key: bool,
+    /// Runs only on the reference image (which has `/usr/lib/balena/reference-image`); on any
+    /// other image the test is skipped, saying so.
+    #[serde(default)]
+    pub reference_only: bool,
     /// The steps, run in order; the first that fails ends the test.
     pub steps: Vec<Step>,
+}
+
+impl TestFile {
+    /// Whether the test needs a device booted for it alone: `fresh`, or without the run's key.
+    pub fn starts_device(&self) -> bool {
+        self.fresh || !self.ssh_key
+    }
 }
 
 fn default_test_timeout() -> u64 {

@@ -1,5 +1,6 @@
 //! Chains: a suite's selected tests split into runs that share one device. An `independent`
-//! suite's tests are chains of one; elsewhere a chain ends where a test wants a fresh device.
+//! suite's tests are chains of one; elsewhere a chain ends where a test wants a fresh device
+//! (`fresh: true`, or `ssh_key: false`), and after a test that ran without the run's key.
 //! The order puts the chains that ask for the most boots first.
 
 use super::plan::Plan;
@@ -20,6 +21,7 @@ pub fn chains(plan: &Plan) -> Vec<Chain> {
     let mut out: Vec<Chain> = Vec::new();
     for (s, planned) in plan.suites.iter().enumerate() {
         let mut current: Option<Chain> = None;
+        let mut after_keyless = false;
         for (t, ((_, test), &selected)) in planned
             .suite
             .tests
@@ -30,7 +32,9 @@ pub fn chains(plan: &Plan) -> Vec<Chain> {
             if !selected {
                 continue;
             }
-            let split = planned.suite.file.independent || test.fresh;
+            // A device booted without the run's key serves no test after it.
+            let split = planned.suite.file.independent || test.starts_device() || after_keyless;
+            after_keyless = !test.ssh_key;
             match &mut current {
                 Some(chain) if !split => chain.tests.push(t),
                 _ => {
@@ -72,7 +76,7 @@ fn boots(test: &TestFile) -> usize {
             _ => 0,
         })
         .sum();
-    usize::from(test.fresh) + steps
+    usize::from(test.starts_device()) + steps
 }
 
 #[cfg(test)]
@@ -169,6 +173,23 @@ mod tests {
         // indep: b reboots twice, c power-cycles once, a never; shared keeps its order
         // (the fresh chain r,s boots once, as does p,q's first boot, which is not counted).
         assert_eq!(got, [(0, 1), (0, 2), (0, 0), (1, 2), (1, 0)]);
+    }
+
+    const KEYLESS: &str = "description: d\nssh_key: false\nsteps:\n  - ssh: {run: 'true'}\n";
+
+    #[test]
+    fn a_test_without_the_key_gets_a_device_of_its_own() {
+        let plan = plan_of(
+            &[(
+                "dev",
+                "description: s\nconfig: {developmentMode: true}\ntests: [p, k, q, r]\n",
+                &[("p", SSH), ("k", KEYLESS), ("q", SSH), ("r", SSH)],
+            )],
+            None,
+        );
+        let got: Vec<Vec<usize>> = chains(&plan).into_iter().map(|c| c.tests).collect();
+        // k boots without the key; q, which expects it, starts a new device after it.
+        assert_eq!(got, [vec![0], vec![1], vec![2, 3]]);
     }
 
     #[test]

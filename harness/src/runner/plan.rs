@@ -276,6 +276,16 @@ fn check_suite(suite: &Suite) -> Result<()> {
             )));
         }
     }
+    let development = suite.file.config.get("developmentMode") == Some(&serde_json::json!(true));
+    for ((_, test), source) in suite.tests.iter().zip(&suite.sources) {
+        if !test.ssh_key && !development {
+            return Err(Error::input(format!(
+                "{}: ssh_key: false needs developmentMode: true in the suite's config ({}): balenaOS allows a password-less root login only in development mode",
+                source.path.display(),
+                suite.suite_yaml().display()
+            )));
+        }
+    }
     for (steps, source) in suite
         .tests
         .iter()
@@ -570,8 +580,15 @@ impl Context<'_> {
                 if suite.file.independent {
                     return format!("it is saved by test `{test_name}`, but the suite is `independent`: each test starts from the suite's boot without the others' saves");
                 }
-                let fresh = &suite.tests[here.chain_first].0;
-                return format!("it is saved by test `{test_name}`, but test `{fresh}` (`fresh: true`) starts a new device after it, without its saves");
+                let (first, first_test) = &suite.tests[here.chain_first];
+                let why = if first_test.fresh {
+                    "(`fresh: true`) starts a new device after it"
+                } else if !first_test.ssh_key {
+                    "(`ssh_key: false`) starts a new device without the run's key after it"
+                } else {
+                    "starts a new device after it (the test before it ran without the run's key, `ssh_key: false`)"
+                };
+                return format!("it is saved by test `{test_name}`, but test `{first}` {why}, without its saves");
             }
             if suite
                 .setup
@@ -814,6 +831,66 @@ mod tests {
         let dir = suite(&[("suite.yaml", independent), ("a.yaml", a), ("b.yaml", &b)]);
         let e = err(&dir, None, &Given::default());
         assert!(e.contains("but the suite is `independent`"), "{e}");
+    }
+
+    #[test]
+    fn ssh_key_false_needs_development_mode() {
+        let a = "description: a\nssh_key: false\nsteps:\n  - ssh: {run: 'true'}\n";
+        for config in ["", "config: {developmentMode: false}\n"] {
+            let dir = suite(&[
+                (
+                    "suite.yaml",
+                    &format!("description: s\n{config}tests: [a]\n"),
+                ),
+                ("a.yaml", a),
+            ]);
+            let e = err(&dir, None, &Given::default());
+            assert!(
+                e.contains(
+                    "a.yaml: ssh_key: false needs developmentMode: true in the suite's config"
+                ),
+                "{e}"
+            );
+        }
+        let dir = suite(&[
+            (
+                "suite.yaml",
+                "description: s\nconfig: {developmentMode: true}\ntests: [a]\n",
+            ),
+            ("a.yaml", a),
+        ]);
+        let plan = plan(&dir, None, &Given::default()).unwrap();
+        let test = &plan.suites[0].suite.tests[0].1;
+        assert!(!test.ssh_key && test.starts_device());
+    }
+
+    #[test]
+    fn a_test_after_one_without_the_key_does_not_see_its_saves() {
+        let dev = "description: s\nconfig: {developmentMode: true}\ntests: [a, b, c]\n";
+        let a = "description: a\nssh_key: false\nsteps:\n  - ssh: {run: uname, save: kernel}\n";
+        let b = "description: b\nsteps:\n  - ssh: {run: 'test {{kernel}} = Linux'}\n";
+        let dir = suite(&[
+            ("suite.yaml", dev),
+            ("a.yaml", a),
+            ("b.yaml", b),
+            ("c.yaml", b),
+        ]);
+        let e = err(&dir, None, &Given::default());
+        assert!(e.contains("but test `b` starts a new device after it (the test before it ran without the run's key"), "{e}");
+        let a = a.replace("ssh_key: false\n", "");
+        let b =
+            "description: b\nssh_key: false\nsteps:\n  - ssh: {run: 'test {{kernel}} = Linux'}\n";
+        let dir = suite(&[
+            ("suite.yaml", dev),
+            ("a.yaml", &a),
+            ("b.yaml", b),
+            ("c.yaml", "description: c\nsteps:\n  - ssh: {run: 'true'}\n"),
+        ]);
+        let e = err(&dir, None, &Given::default());
+        assert!(
+            e.contains("but test `b` (`ssh_key: false`) starts a new device without the run's key"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -15,6 +15,12 @@ use crate::target::Target;
 /// legitimately panics once (the new OS cannot start) before the bootloader falls back.
 pub const PANIC_LIMIT: usize = 3;
 
+/// What a refused password-less login of a test with `ssh_key: false` says; `why` is what
+/// the SSH client saw.
+pub fn refused_keyless(why: &str) -> String {
+    format!("the device refused a password-less root login (a device without os.sshKeys in development mode must allow it): {why}")
+}
+
 /// A device under test during a run.
 pub struct Dut<'t> {
     /// The device.
@@ -27,6 +33,9 @@ pub struct Dut<'t> {
     pub run_dir: PathBuf,
     /// The registry the engine checks pull from, once one needed it.
     pub engine: Option<super::fixture::Fixture>,
+    /// Every login is password-less (root, no key): the device was booted without
+    /// `os.sshKeys` for a test with `ssh_key: false`.
+    pub keyless: bool,
     ssh: Option<Ssh>,
     /// The SSH host key this device showed first since its last fresh image: a different one
     /// later is another host answering at its address.
@@ -44,6 +53,7 @@ impl<'t> Dut<'t> {
             vars: BTreeMap::new(),
             run_dir,
             engine: None,
+            keyless: false,
             ssh: None,
             host_key: None,
             transcript: String::new(),
@@ -85,14 +95,23 @@ impl<'t> Dut<'t> {
         })
     }
 
-    /// Waits for the SSH banner and logs in with the run's key, within `timeout`.
+    /// Waits for the SSH banner and logs in with the run's key (password-less when
+    /// [`Dut::keyless`]), within `timeout`.
     ///
     /// A device that is still booting may answer and then stall or refuse the login (its
     /// keys not installed yet), so logins are retried until the deadline; the last error is
     /// what a timeout reports.
     pub fn connect(&mut self, timeout: Duration) -> Result<()> {
+        let keyless = self.keyless;
+        self.connect_with(!keyless, timeout).map_err(|e| match e {
+            Error::Failed(m) if keyless => Error::Failed(refused_keyless(&m)),
+            other => other,
+        })
+    }
+
+    fn connect_with(&mut self, with_key: bool, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        let target = self.ssh_target(true, timeout)?;
+        let target = self.ssh_target(with_key, timeout)?;
         // Wait in slices, watching the console: a device that keeps panicking will not
         // come up, and saying so at once beats waiting out the timeout.
         let watch_from = self.target.console().position();

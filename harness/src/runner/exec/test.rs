@@ -19,28 +19,38 @@ pub fn device_config(dut: &mut Dut) -> Option<serde_json::Value> {
     Some(config)
 }
 
-/// A fresh image with the suite's configuration and the run's key, booted to SSH.
+/// A fresh image with the suite's configuration and the run's key, booted to SSH. Without a
+/// key (`None`: a test with `ssh_key: false`) `config.json` has no `os.sshKeys` at all and
+/// every login from now on is password-less.
 pub fn fresh_boot(
     dut: &mut Dut,
     suite: &Suite,
-    public_key: &str,
+    public_key: Option<&str>,
     timeout: Duration,
 ) -> Result<Duration> {
     dut.disconnect();
     dut.forget_host_key();
     dut.target.power().off()?;
     dut.target.fresh_image()?;
-    let mut changes = super::steps::changes(&suite.file.config, &[], &suite.file.files);
-    changes.push(Change::Set(
-        "os.sshKeys".into(),
-        serde_json::json!([public_key]).to_string(),
-    ));
+    dut.keyless = public_key.is_none();
+    let changes = boot_changes(suite, public_key);
     dut.target.configure_image(&changes)?;
     let took = dut.boot(timeout)?;
     for step in &suite.setup {
         super::steps::run(dut, step, &suite.dir, Duration::from_secs(300))?;
     }
     Ok(took)
+}
+
+/// What a fresh device's image gets: the suite's configuration and files, then the run's
+/// key in `os.sshKeys`, or no `os.sshKeys` at all.
+pub fn boot_changes(suite: &Suite, public_key: Option<&str>) -> Vec<Change> {
+    let mut changes = super::steps::changes(&suite.file.config, &[], &suite.file.files);
+    changes.push(match public_key {
+        Some(key) => Change::Set("os.sshKeys".into(), serde_json::json!([key]).to_string()),
+        None => Change::Remove("os.sshKeys".into()),
+    });
+    changes
 }
 
 pub fn missing_capability(requires: &[Capability], has: &[Capability]) -> Option<String> {
@@ -62,9 +72,64 @@ pub enum TestEnd {
     BadInput(String),
 }
 
-/// Runs one test's steps in order, bounded by its timeout.
+/// The file the reference image has and real balenaOS never does.
+pub const REFERENCE_MARK: &str = "/usr/lib/balena/reference-image";
+
+/// Why a `reference_only` test is skipped on any other image.
+pub const NOT_REFERENCE: &str = "reference-only test: this image does not declare itself the reference image (/usr/lib/balena/reference-image)";
+
+/// The command that asks the device whether it is the reference image.
+fn reference_probe() -> String {
+    format!("if [ -e {REFERENCE_MARK} ]; then echo reference; else echo other; fi")
+}
+
+/// What the device answered to [`reference_probe`]: whether it has [`REFERENCE_MARK`].
+fn is_reference(stdout: &str) -> Result<bool> {
+    match stdout.trim() {
+        "reference" => Ok(true),
+        "other" => Ok(false),
+        other => Err(Error::infra(format!(
+            "cannot tell whether the device has {REFERENCE_MARK}: the shell answered {other:?}"
+        ))),
+    }
+}
+
+/// The outcome of a test whose step `i` (from 0) ended with `e`.
+fn ended(i: usize, e: Error) -> TestEnd {
+    TestEnd::Outcome(match e {
+        Error::Input(m) => return TestEnd::BadInput(format!("step {}: {m}", i + 1)),
+        Error::Failed(m) => Outcome::Failed(format!("step {}: {m}", i + 1)),
+        Error::Skip(why) => Outcome::Skipped(why),
+        Error::Interrupted => Outcome::Error("interrupted".into()),
+        e => Outcome::Error(format!("step {}: {e}", i + 1)),
+    })
+}
+
+/// Runs one test's steps in order, bounded by its timeout. A `reference_only` test first
+/// asks the device for [`REFERENCE_MARK`], and is skipped without it.
 pub fn run_test(dut: &mut Dut, suite: &Suite, test: &TestFile) -> TestEnd {
     let deadline = Instant::now() + Duration::from_secs(test.timeout);
+    if test.reference_only {
+        let budget = Duration::from_secs(test.timeout.min(60));
+        let answer = dut
+            .exec(&reference_probe(), budget)
+            .and_then(|out| is_reference(&out.stdout));
+        match answer {
+            Ok(true) => dut.note(&format!("{REFERENCE_MARK} is there: the reference image")),
+            Ok(false) => return TestEnd::Outcome(Outcome::Skipped(NOT_REFERENCE.into())),
+            Err(Error::Interrupted) => {
+                return TestEnd::Outcome(Outcome::Error("interrupted".into()))
+            }
+            Err(e) => {
+                return TestEnd::Outcome(match e {
+                    Error::Failed(m) => Outcome::Failed(m),
+                    e => Outcome::Error(format!(
+                        "cannot tell whether the image is the reference image: {e}"
+                    )),
+                })
+            }
+        }
+    }
     for (i, step) in test.steps.iter().enumerate() {
         let budget = deadline.saturating_duration_since(Instant::now());
         if budget.is_zero() {
@@ -73,18 +138,74 @@ pub fn run_test(dut: &mut Dut, suite: &Suite, test: &TestFile) -> TestEnd {
                 test.timeout
             )));
         }
-        match super::steps::run(dut, step, &suite.dir, budget) {
-            Ok(()) => {}
-            Err(Error::Input(m)) => return TestEnd::BadInput(format!("step {}: {m}", i + 1)),
-            Err(e) => {
-                return TestEnd::Outcome(match e {
-                    Error::Failed(m) => Outcome::Failed(format!("step {}: {m}", i + 1)),
-                    Error::Skip(why) => Outcome::Skipped(why),
-                    Error::Interrupted => Outcome::Error("interrupted".into()),
-                    e => Outcome::Error(format!("step {}: {e}", i + 1)),
-                })
-            }
+        if let Err(e) = super::steps::run(dut, step, &suite.dir, budget) {
+            return ended(i, e);
         }
     }
     TestEnd::Outcome(Outcome::Passed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reference_probe_asks_for_the_mark_and_its_answer_is_read_strictly() {
+        // The device's shell runs the probe: the host's sh answers alike.
+        let out = std::process::Command::new("sh")
+            .args(["-c", &reference_probe()])
+            .output()
+            .unwrap();
+        let here = std::path::Path::new(REFERENCE_MARK).exists();
+        assert_eq!(
+            is_reference(&String::from_utf8_lossy(&out.stdout)).unwrap(),
+            here
+        );
+        assert!(reference_probe().contains("/usr/lib/balena/reference-image"));
+        assert!(is_reference("reference\n").unwrap());
+        assert!(!is_reference("other\n").unwrap());
+        let e = is_reference("sh: syntax error").unwrap_err();
+        assert!(matches!(e, Error::Infra(_)), "{e}");
+        assert_eq!(
+            NOT_REFERENCE,
+            "reference-only test: this image does not declare itself the reference image (/usr/lib/balena/reference-image)"
+        );
+    }
+
+    #[test]
+    fn a_fresh_device_without_the_key_has_no_ssh_keys_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("suite.yaml"),
+            "description: s\nconfig: {developmentMode: true, os.sshKeys: [x]}\ntests: [a]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "description: a\nssh_key: false\nsteps:\n  - ssh: {run: 'true'}\n",
+        )
+        .unwrap();
+        let suite = crate::config::suite::load(dir.path()).unwrap();
+        let mut config =
+            crate::image::config_json::ConfigJson::parse(br#"{"os":{"sshKeys":["old"]}}"#, "t")
+                .unwrap();
+        for change in boot_changes(&suite, None) {
+            match change {
+                Change::Set(k, v) => config.set(&k, &v).unwrap(),
+                Change::Remove(k) => {
+                    config.remove(&k);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(config.0.get("os"), Some(&serde_json::json!({})));
+        assert_eq!(
+            config.0.get("developmentMode"),
+            Some(&serde_json::json!(true))
+        );
+        let with = boot_changes(&suite, Some("ssh-ed25519 AAAA harness"));
+        assert!(
+            matches!(with.last(), Some(Change::Set(k, v)) if k == "os.sshKeys" && v.contains("AAAA"))
+        );
+    }
 }

@@ -53,6 +53,44 @@ pub fn leaves_run(streak: usize) -> bool {
     streak >= TARGET_FAILURE_LIMIT
 }
 
+/// The device a target holds, as far as scheduling cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Held {
+    /// The suite whose fresh boot it is in; `None`: no device fit for a test.
+    pub suite: Option<usize>,
+    /// No test has touched it since that boot.
+    pub pristine: bool,
+    /// It was booted without the run's key (for a test with `ssh_key: false`).
+    pub keyless: bool,
+    /// A test left its `config.json` other than the boot set it (an `independent` suite).
+    pub changed: bool,
+}
+
+/// What a test asks of the device it runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wants {
+    /// The test's suite.
+    pub suite: usize,
+    /// The suite boots a fresh device of its own (`fresh` in `suite.yaml`).
+    pub suite_fresh: bool,
+    /// The test wants a device booted for it (`fresh: true` or `ssh_key: false`).
+    pub own_device: bool,
+    /// The test runs without the run's key (`ssh_key: false`).
+    pub keyless: bool,
+}
+
+/// Whether a test must boot a fresh device before it runs on `held`. A device booted without
+/// the run's key serves only the test it was booted for, and a keyless test never gets a
+/// device that has the key.
+pub fn needs_boot(held: Held, wants: Wants) -> bool {
+    let other_key = held.keyless != wants.keyless;
+    match held.suite {
+        None => true,
+        Some(s) if s != wants.suite => wants.suite_fresh || other_key,
+        Some(_) => other_key || (!held.pristine && (wants.own_device || held.changed)),
+    }
+}
+
 /// What booting the target's known-good image showed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KnownGood {
@@ -117,6 +155,63 @@ pub fn blame_boot(error: BootError, known_good: KnownGood) -> Blame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_without_the_key_serves_only_its_own_test() {
+        let plain = Wants {
+            suite: 0,
+            suite_fresh: true,
+            own_device: false,
+            keyless: false,
+        };
+        let keyless = Wants {
+            own_device: true,
+            keyless: true,
+            ..plain
+        };
+        let booted = |keyless| Held {
+            suite: Some(0),
+            pristine: true,
+            keyless,
+            changed: false,
+        };
+        let used = |keyless| Held {
+            pristine: false,
+            ..booted(keyless)
+        };
+        // Nothing held: boot.
+        assert!(needs_boot(Held::default(), plain));
+        // A pristine device with the key serves a plain test, not a keyless one.
+        assert!(!needs_boot(booted(false), plain));
+        assert!(needs_boot(booted(false), keyless));
+        // A pristine keyless device serves the keyless test it was booted for.
+        assert!(!needs_boot(booted(true), keyless));
+        // After a keyless test, neither a plain nor another keyless test takes its device.
+        assert!(needs_boot(used(true), plain));
+        assert!(needs_boot(used(true), keyless));
+        // A used device with the key serves a plain test of its suite (as before).
+        assert!(!needs_boot(used(false), plain));
+        // Another suite that keeps the device (`fresh: false`) still needs the key it expects.
+        let next_suite = Wants {
+            suite: 1,
+            suite_fresh: false,
+            ..plain
+        };
+        assert!(!needs_boot(used(false), next_suite));
+        assert!(needs_boot(used(true), next_suite));
+        // `fresh: true` and a changed config.json, as before.
+        let fresh = Wants {
+            own_device: true,
+            ..plain
+        };
+        assert!(needs_boot(used(false), fresh));
+        assert!(!needs_boot(booted(false), fresh));
+        let changed = Held {
+            changed: true,
+            ..used(false)
+        };
+        assert!(needs_boot(changed, plain));
+    }
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()

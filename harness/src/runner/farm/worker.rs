@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use super::devices::{set_up, Device};
 use super::policy::{self, Blame, BootError, Failure, KnownGood};
 use super::schedule::{Job, Queue};
-use crate::config::suite::Suite;
+use crate::config::suite::{Suite, TestFile};
 use crate::error::{Error, Result};
 use crate::image::configure::Change;
 use crate::lease::Lease;
@@ -62,14 +62,28 @@ pub struct Prepared {
     pub known_good: Option<Media>,
 }
 
-/// Which suite's fresh boot the device is in, whether no test has touched it since, and, in an
-/// `independent` suite, the `config.json` that boot gave it and whether a test left it changed.
+/// Which suite's fresh boot the device is in, whether no test has touched it since, whether it
+/// was booted without the run's key, and, in an `independent` suite, the `config.json` that
+/// boot gave it and whether a test left it changed.
 #[derive(Default)]
 struct DeviceState {
     suite: Option<usize>,
     pristine: bool,
+    keyless: bool,
     config: Option<serde_json::Value>,
     changed: bool,
+}
+
+impl DeviceState {
+    /// What the scheduling rules need to know of it.
+    fn held(&self) -> policy::Held {
+        policy::Held {
+            suite: self.suite,
+            pristine: self.pristine,
+            keyless: self.keyless,
+            changed: self.changed,
+        }
+    }
 }
 
 /// How a job ended on this target.
@@ -404,11 +418,14 @@ fn run_job(
         return JobEnd::Done(None);
     }
     let first = &test_at(0).1;
-    let need_boot = match state.suite {
-        None => true,
-        Some(s) if s != job.chain.suite => suite.file.fresh,
-        Some(_) => !state.pristine && (first.fresh || state.changed),
+    let key_for = |test: &TestFile| test.ssh_key.then_some(sh.key.public.as_str());
+    let wants = |test: &TestFile| policy::Wants {
+        suite: job.chain.suite,
+        suite_fresh: suite.file.fresh,
+        own_device: test.starts_device(),
+        keyless: !test.ssh_key,
     };
+    let need_boot = policy::needs_boot(state.held(), wants(first));
     let begin = Instant::now();
     let mut boot_seconds = None;
     if need_boot {
@@ -419,11 +436,12 @@ fn run_job(
         );
         sh.say(spec, &format!("{}: booting a fresh device", suite.name));
         let timeout = Duration::from_secs(plan.machine.boot_timeout);
-        match fresh_boot(dut, suite, &sh.key.public, timeout) {
+        match fresh_boot(dut, suite, key_for(first), timeout) {
             Ok(took) => {
                 *state = DeviceState {
                     suite: Some(job.chain.suite),
                     pristine: true,
+                    keyless: !first.ssh_key,
                     config: suite.file.independent.then(|| device_config(dut)).flatten(),
                     changed: false,
                 };
@@ -465,11 +483,12 @@ fn run_job(
             sh.started(&job, pos, suite, name, spec);
             sh.set(spec, TargetStatus::Running(label.clone()), vec![]);
             sh.say(spec, &format!("RUN   {label}"));
-            let fresh = if test.fresh && !state.pristine {
+            let fresh = if policy::needs_boot(state.held(), wants(test)) {
+                state.keyless = !test.ssh_key;
                 fresh_boot(
                     dut,
                     suite,
-                    &sh.key.public,
+                    key_for(test),
                     Duration::from_secs(plan.machine.boot_timeout),
                 )
                 .map(|took| dut.record("boot_seconds", format!("{:.1}", took.as_secs_f64())))
@@ -622,6 +641,7 @@ fn known_good_boots(
     );
     dut.disconnect();
     dut.forget_host_key();
+    dut.keyless = false;
     let _ = dut.target.power().off();
     dut.target.use_image(&known_good.image, &known_good.boot);
     let key = Change::Set(
