@@ -203,12 +203,19 @@ fn suite_engine_passes_with_the_bytes_and_layer_reuse_fails_when_v2_shares_no_la
     );
     assert_eq!(code, Some(1), "{err}");
     let t = tests(dir.path());
+    // With balenaEngine in the image (the build found one) the delta is made and applied;
+    // with Debian's docker.io the engine answers 404 and the test says so.
     let delta = test_of(&t, "engine", "delta");
-    assert_eq!(delta["outcome"], "skipped", "{delta}");
-    assert!(
-        delta["message"].as_str().unwrap().contains("404"),
-        "{delta}"
-    );
+    let balena = harness::reference::engine_dir(&common::root()).unwrap();
+    if balena.is_some() {
+        assert_eq!(delta["outcome"], "passed", "{delta}");
+    } else {
+        assert_eq!(delta["outcome"], "skipped", "{delta}");
+        assert!(
+            delta["message"].as_str().unwrap().contains("404"),
+            "{delta}"
+        );
+    }
     let names = [
         "engine-healthy",
         "pull-and-run",
