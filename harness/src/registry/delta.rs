@@ -65,6 +65,84 @@ impl DeltaClient {
         parse_delta_response(&self.http.post(&target, b"")?)
     }
 
+    /// The image `image` as the engine exports it (`GET /images/<image>/get`: a tar).
+    pub fn export(&self, image: &str) -> Result<Vec<u8>> {
+        let resp = self.http.get(&format!("/images/{}/get", escape(image)))?;
+        if resp.status != 200 {
+            return Err(Error::failed(format!(
+                "engine: export {image}: {}",
+                summary(&resp)
+            )));
+        }
+        Ok(resp.body)
+    }
+
+    /// Pulls `reference` (`host:port/repo:tag`): `Err` with the engine's own words when the
+    /// pull fails (an error line in its progress stream, or an error status).
+    pub fn pull(&self, reference: &str) -> Result<std::result::Result<(), String>> {
+        let (name, tag) = reference
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .unwrap_or((reference, "latest"));
+        let target = format!(
+            "/images/create?fromImage={}&tag={}",
+            escape(name),
+            escape(tag)
+        );
+        let resp = self.http.post(&target, b"")?;
+        if resp.status != 200 {
+            return Ok(Err(summary(&resp)));
+        }
+        let text = String::from_utf8_lossy(&resp.body);
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let msg: Value = serde_json::from_str(line).unwrap_or_default();
+            if let Some(error) = msg["errorDetail"]["message"]
+                .as_str()
+                .or(msg["error"].as_str())
+            {
+                return Ok(Err(error.to_string()));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Removes `image` and every tag of it (`DELETE /images/<image>?force=1`); `false` when
+    /// the engine does not hold it.
+    pub fn remove(&self, image: &str) -> Result<bool> {
+        let resp = self.http.send(
+            "DELETE",
+            &format!("/images/{}?force=1", escape(image)),
+            &[],
+            None,
+        )?;
+        match resp.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(Error::failed(format!(
+                "engine: remove {image}: {}",
+                summary(&resp)
+            ))),
+        }
+    }
+
+    /// The ID of `image` (`GET /images/<image>/json`, field `Id`); `None` when the engine
+    /// does not hold it.
+    pub fn image_id(&self, image: &str) -> Result<Option<String>> {
+        let resp = self.http.get(&format!("/images/{}/json", escape(image)))?;
+        if resp.status == 404 {
+            return Ok(None);
+        }
+        if resp.status != 200 {
+            return Err(Error::failed(format!(
+                "engine: inspect {image}: {}",
+                summary(&resp)
+            )));
+        }
+        let json: Value = serde_json::from_slice(&resp.body)
+            .map_err(|e| Error::failed(format!("engine: inspect {image}: bad JSON: {e}")))?;
+        Ok(json["Id"].as_str().map(str::to_string))
+    }
+
     /// The size the engine reports for `image` (`GET /images/<image>/json`, field `Size`).
     pub fn image_size(&self, image: &str) -> Result<u64> {
         let resp = self.http.get(&format!("/images/{}/json", escape(image)))?;
