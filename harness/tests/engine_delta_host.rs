@@ -48,7 +48,10 @@ fn start_balenad() -> Option<(Daemon, SocketAddr)> {
         eprintln!("skipped: needs root and balenad in {}", bin.display());
         return None;
     }
-    let dir = tempfile::Builder::new().prefix("bd").tempdir_in("/tmp").unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("bd")
+        .tempdir_in("/tmp")
+        .unwrap();
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let path = format!(
@@ -67,10 +70,7 @@ fn start_balenad() -> Option<(Daemon, SocketAddr)> {
         .arg(dir.path().join("pid"))
         .args(["--bridge=none", "--iptables=false"])
         .arg(format!("-H=tcp://{addr}"))
-        .arg(format!(
-            "-H=unix://{}",
-            dir.path().join("sock").display()
-        ))
+        .arg(format!("-H=unix://{}", dir.path().join("sock").display()))
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -113,17 +113,26 @@ fn a_delta_pulled_back_onto_its_base_yields_the_target_image() {
     };
     let delta = make();
     // Only the base is left: the pull of the delta yields v2, byte for byte its image.
-    let applied = registry::apply(&client, &delta, local, local, &[v2.clone()]).unwrap();
+    let applied =
+        registry::apply(&client, &delta, local, local, std::slice::from_ref(&v2)).unwrap();
     eprintln!("applied onto its base: {applied:?}");
     assert_eq!(applied.base.as_deref(), Some(v1.as_str()));
     assert_eq!(applied.pulled, Ok(v2.clone()), "{applied:?}");
-    assert!(applied.served > 0 && applied.served <= applied.delta_wire, "{applied:?}");
-    assert!(applied.delta_wire < fixture.image("v2").unwrap().wire_size(), "{applied:?}");
+    assert!(
+        applied.served > 0 && applied.served <= applied.delta_wire,
+        "{applied:?}"
+    );
+    assert!(
+        applied.delta_wire < fixture.image("v2").unwrap().wire_size(),
+        "{applied:?}"
+    );
     // The base gone too: the engine refuses the delta, naming the base it lacks.
     client.pull(&fixture.reference("v2")).unwrap().unwrap();
     let delta = make();
     let applied = registry::apply(&client, &delta, local, local, &[v2, v1.clone()]).unwrap();
-    let why = applied.pulled.expect_err("a delta applied without its base");
+    let why = applied
+        .pulled
+        .expect_err("a delta applied without its base");
     eprintln!("without its base: {why}");
     assert!(why.contains("base") && why.contains(&v1), "{why}");
 }
