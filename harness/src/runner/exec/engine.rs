@@ -161,8 +161,8 @@ pub fn delta(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -
         .target
         .engine_addr()
         .ok_or_else(|| Error::infra("this target has no engine address"))?;
-    let _ = timeout;
     let client = DeltaClient::tcp(addr);
+    client.wait_ready(timeout)?;
     let delta_id = match client.create(&src_ref, &dest_ref)? {
         DeltaOutcome::Unsupported { status, body } => {
             dut.note(&format!("POST /images/delta -> {status} {}", body.trim()));
