@@ -450,3 +450,17 @@ fn a_variable_where_nothing_fills_it_in() {
     let (_d, s) = make_suite(&[("suite.yaml", ONE_TEST), ("t.yaml", &t)]);
     accepted(&s, &[]);
 }
+
+#[test]
+fn a_test_without_the_key_in_a_suite_without_development_mode() {
+    let t = "description: t\nssh_key: false\nsteps:\n  - ssh: {run: 'true'}\n";
+    let (_d, s) = make_suite(&[("suite.yaml", ONE_TEST), ("t.yaml", t)]);
+    refused(
+        &s,
+        &[],
+        "s/t.yaml: ssh_key: false needs developmentMode: true in the suite's config",
+    );
+    let dev = "description: s\nconfig: {developmentMode: true}\ntests: [t]\n";
+    let (_d, s) = make_suite(&[("suite.yaml", dev), ("t.yaml", t)]);
+    accepted(&s, &[]);
+}

@@ -65,6 +65,109 @@ impl DeltaClient {
         parse_delta_response(&self.http.post(&target, b"")?)
     }
 
+    /// Waits until the engine answers `GET /_ping` (it starts listening some seconds after the
+    /// device's SSH does), up to `timeout`; Ctrl-C/SIGTERM ends the wait at once.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        let ping = HttpClient::new(self.http.addr(), Duration::from_secs(5));
+        loop {
+            let last = match ping.get("/_ping") {
+                Ok(r) if r.status == 200 => return Ok(()),
+                Ok(r) => format!("HTTP {}", r.status),
+                Err(e) => e.to_string(),
+            };
+            if crate::interrupt::requested() {
+                return Err(Error::Interrupted);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::failed(format!(
+                    "the engine's API at {} did not answer /_ping within {}s: {last}",
+                    self.http.addr(),
+                    timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The image `image` as the engine exports it (`GET /images/<image>/get`: a tar).
+    pub fn export(&self, image: &str) -> Result<Vec<u8>> {
+        let resp = self.http.get(&format!("/images/{}/get", escape(image)))?;
+        if resp.status != 200 {
+            return Err(Error::failed(format!(
+                "engine: export {image}: {}",
+                summary(&resp)
+            )));
+        }
+        Ok(resp.body)
+    }
+
+    /// Pulls `reference` (`host:port/repo:tag`): `Err` with the engine's own words when the
+    /// pull fails (an error line in its progress stream, or an error status).
+    pub fn pull(&self, reference: &str) -> Result<std::result::Result<(), String>> {
+        let (name, tag) = reference
+            .rsplit_once(':')
+            .filter(|(_, t)| !t.contains('/'))
+            .unwrap_or((reference, "latest"));
+        let target = format!(
+            "/images/create?fromImage={}&tag={}",
+            escape(name),
+            escape(tag)
+        );
+        let resp = self.http.post(&target, b"")?;
+        if resp.status != 200 {
+            return Ok(Err(summary(&resp)));
+        }
+        let text = String::from_utf8_lossy(&resp.body);
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let msg: Value = serde_json::from_str(line).unwrap_or_default();
+            if let Some(error) = msg["errorDetail"]["message"]
+                .as_str()
+                .or(msg["error"].as_str())
+            {
+                return Ok(Err(error.to_string()));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Removes `image` and every tag of it (`DELETE /images/<image>?force=1`); `false` when
+    /// the engine does not hold it.
+    pub fn remove(&self, image: &str) -> Result<bool> {
+        let resp = self.http.send(
+            "DELETE",
+            &format!("/images/{}?force=1", escape(image)),
+            &[],
+            None,
+        )?;
+        match resp.status {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => Err(Error::failed(format!(
+                "engine: remove {image}: {}",
+                summary(&resp)
+            ))),
+        }
+    }
+
+    /// The ID of `image` (`GET /images/<image>/json`, field `Id`); `None` when the engine
+    /// does not hold it.
+    pub fn image_id(&self, image: &str) -> Result<Option<String>> {
+        let resp = self.http.get(&format!("/images/{}/json", escape(image)))?;
+        if resp.status == 404 {
+            return Ok(None);
+        }
+        if resp.status != 200 {
+            return Err(Error::failed(format!(
+                "engine: inspect {image}: {}",
+                summary(&resp)
+            )));
+        }
+        let json: Value = serde_json::from_slice(&resp.body)
+            .map_err(|e| Error::failed(format!("engine: inspect {image}: bad JSON: {e}")))?;
+        Ok(json["Id"].as_str().map(str::to_string))
+    }
+
     /// The size the engine reports for `image` (`GET /images/<image>/json`, field `Size`).
     pub fn image_size(&self, image: &str) -> Result<u64> {
         let resp = self.http.get(&format!("/images/{}/json", escape(image)))?;
@@ -209,6 +312,27 @@ mod tests {
     fn client(response: &'static [u8]) -> (DeltaClient, std::thread::JoinHandle<String>) {
         let (addr, server) = replay::serve(response);
         (DeltaClient::tcp(addr), server)
+    }
+
+    #[test]
+    fn waiting_for_the_engine_is_bounded_and_says_what_it_waited_for() {
+        // A port nobody listens on (bound, then freed).
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let began = std::time::Instant::now();
+        let e = DeltaClient::tcp(addr)
+            .wait_ready(Duration::from_secs(1))
+            .unwrap_err();
+        assert!(began.elapsed() < Duration::from_secs(5));
+        assert!(matches!(e, Error::Failed(_)), "{e}");
+        assert!(
+            e.to_string().contains("did not answer /_ping within 1s"),
+            "{e}"
+        );
+        let (c, _server) = client(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK");
+        c.wait_ready(Duration::from_secs(5)).unwrap();
     }
 
     /// Plain Docker (moby) on an unknown route: `{"message":"page not found"}`, 404.

@@ -296,10 +296,19 @@ fn assemble(version: &str, base: Layer, payload: &[u8], all_new: bool) -> AppIma
             "diff_ids": layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
         },
     });
-    let config = Blob::new(
-        CONFIG_V1,
-        serde_json::to_vec(&config).expect("json values serialize"),
-    );
+    let config = serde_json::to_vec(&config).expect("json values serialize");
+    package(version, config, layers)
+}
+
+/// An image of `config` (bytes kept as they are, so the image ID is theirs) and the layers
+/// of its `rootfs.diff_ids`, with a schema-2 manifest: e.g. a delta image an engine exported.
+pub fn from_parts(version: &str, config: Vec<u8>, layer_tars: &[Vec<u8>]) -> AppImage {
+    let layers = layer_tars.iter().map(|t| Layer::from_tar(t)).collect();
+    package(version, config, layers)
+}
+
+fn package(version: &str, config: Vec<u8>, layers: Vec<Layer>) -> AppImage {
+    let config = Blob::new(CONFIG_V1, config);
     let descriptor =
         |b: &Blob| json!({ "mediaType": b.media_type, "size": b.size(), "digest": b.digest });
     let manifest = json!({

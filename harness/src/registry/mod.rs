@@ -20,10 +20,14 @@
 //! - [`Registry`]: read-only distribution API on its own tokio thread; synchronous callers just
 //!   start it, read counts and drop it. In QEMU user networking the guest reaches the host's
 //!   127.0.0.1 as 10.0.2.2, so bind `127.0.0.1:0` and pull `10.0.2.2:<port>/app:v1`.
+//! - [`apply`]: a delta image exported from the engine ([`archive`]), served as `app:delta`
+//!   and pulled back, which applies it to its base: how a device gets a delta.
 //! - [`HttpClient`]: a blocking plain-HTTP client (ureq) for the engine API and the checks;
 //!   [`DeltaClient`] asks the engine for deltas through it. Tests replay recorded engine answers
 //!   from a loopback server.
 
+mod apply;
+mod archive;
 mod client;
 mod counts;
 mod delta;
@@ -33,6 +37,8 @@ mod routes;
 mod server;
 mod tar;
 
+pub use apply::{apply, Applied};
+pub use archive::{Exported, DELTA_BASE_LABEL};
 pub use client::{HttpClient, HttpResponse};
 pub use counts::{Mark, Served};
 pub use delta::{parse_delta_response, DeltaClient, DeltaOutcome, DELTA_TIMEOUT, ENGINE_PORT};

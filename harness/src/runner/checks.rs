@@ -31,7 +31,7 @@ pub const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "engine-delta",
-        "asks the engine for the app:`src` -> app:`dest` delta; skipped where the engine has no delta API",
+        "asks the engine for the app:`src` -> app:`dest` delta and pulls it back onto app:`src` alone, which must yield app:`dest` (`without_base`: onto neither, which must be refused; `apply: false`: only make it); skipped where the engine has no delta API",
     ),
     (
         "reach",
@@ -129,7 +129,12 @@ const ARGS: &[(&str, &[Arg])] = &[
     ),
     (
         "engine-delta",
-        &[("src", Kind::Tag, false), ("dest", Kind::Tag, false)],
+        &[
+            ("src", Kind::Tag, false),
+            ("dest", Kind::Tag, false),
+            ("apply", Kind::Bool, false),
+            ("without_base", Kind::Bool, false),
+        ],
     ),
     (
         "reach",

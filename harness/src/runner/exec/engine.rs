@@ -123,34 +123,52 @@ pub fn pull(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) ->
 }
 
 /// `engine-delta`: asks the engine for the delta from `app:<src>` to `app:<dest>` (both
-/// pulled); skipped, saying why, where the engine has no delta API (plain Docker).
+/// pulled), then proves it applies as a device gets it: the delta image is exported, served by
+/// the harness as `app:delta` and pulled on the device holding only `app:<src>` (`app:<dest>`
+/// removed), which must yield `app:<dest>`'s image. `without_base: true` removes `app:<src>`
+/// too: the pull must then be refused. `apply: false` stops after making the delta. Skipped,
+/// saying why, where the engine has no delta API (plain Docker).
 pub fn delta(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -> Result<()> {
-    let src = args
-        .get("src")
-        .and_then(Value::as_str)
-        .unwrap_or("v1")
-        .to_string();
-    let dest = args
-        .get("dest")
-        .and_then(Value::as_str)
-        .unwrap_or("v2")
-        .to_string();
-    let (src_ref, dest_ref, full) = {
+    let tag = |name: &str, default: &str| {
+        args.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or(default)
+            .to_string()
+    };
+    let flag =
+        |name: &str, default: bool| args.get(name).and_then(Value::as_bool).unwrap_or(default);
+    let (src, dest) = (tag("src", "v1"), tag("dest", "v2"));
+    let (apply, without_base) = (flag("apply", true), flag("without_base", false));
+    let (src_ref, dest_ref, full, src_id, dest_id, seen) = {
         let f = fixture(dut)?;
+        let id = |t: &str| {
+            f.images
+                .get(t)
+                .map(|i| i.image_id().to_string())
+                .unwrap_or_default()
+        };
         let full = f.images.get(&dest).map(AppImage::wire_size).unwrap_or(0);
-        (f.reference(&src), f.reference(&dest), full)
+        (
+            f.reference(&src),
+            f.reference(&dest),
+            full,
+            id(&src),
+            id(&dest),
+            f.seen_at.ip(),
+        )
     };
     let addr = dut
         .target
         .engine_addr()
         .ok_or_else(|| Error::infra("this target has no engine address"))?;
-    let _ = timeout;
-    match DeltaClient::tcp(addr).create(&src_ref, &dest_ref)? {
+    let client = DeltaClient::tcp(addr);
+    client.wait_ready(timeout)?;
+    let delta_id = match client.create(&src_ref, &dest_ref)? {
         DeltaOutcome::Unsupported { status, body } => {
             dut.note(&format!("POST /images/delta -> {status} {}", body.trim()));
-            Err(Error::Skip(format!(
+            return Err(Error::Skip(format!(
                 "the engine has no delta API (POST /images/delta answered {status}): not balenaEngine"
-            )))
+            )));
         }
         DeltaOutcome::Created {
             image_id, bytes, ..
@@ -164,7 +182,117 @@ pub fn delta(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -
                 );
             }
             dut.record("full_bytes", full);
-            Ok(())
+            dut.record(&format!("bytes_full_{dest}"), full);
+            image_id
         }
+    };
+    if !apply {
+        return Ok(());
+    }
+    let mut remove = vec![dest_id.clone()];
+    if without_base {
+        remove.push(src_id.clone());
+    }
+    let applied =
+        crate::registry::apply(&client, &delta_id, dut.target.serve_addr(), seen, &remove)?;
+    dut.record("bytes_delta", applied.delta_wire);
+    dut.record("bytes_served_delta", applied.served);
+    dut.note(&format!(
+        "delta {delta_id} (base {}) served as app:delta; the device held {}",
+        applied.base.as_deref().unwrap_or("none named"),
+        if without_base {
+            format!("neither app:{src} nor app:{dest}")
+        } else {
+            format!("app:{src} only")
+        }
+    ));
+    applied_verdict(&applied, &src, &dest, &src_id, &dest_id, without_base)
+}
+
+/// Whether what the pull of a delta yielded is what the contract says: `app:<dest>`'s image on
+/// a device holding its base, a refusal on one without it.
+fn applied_verdict(
+    applied: &crate::registry::Applied,
+    src: &str,
+    dest: &str,
+    src_id: &str,
+    dest_id: &str,
+    without_base: bool,
+) -> Result<()> {
+    if applied.base.as_deref() != Some(src_id) {
+        return Err(Error::failed(format!(
+            "the delta app:{src} -> app:{dest} names base {}, not app:{src} ({src_id})",
+            applied.base.as_deref().unwrap_or("none")
+        )));
+    }
+    match (&applied.pulled, without_base) {
+        (Ok(id), false) if id == dest_id => Ok(()),
+        (Ok(id), false) => Err(Error::failed(format!(
+            "the delta app:{src} -> app:{dest} applied on a device holding app:{src} gave image {id}, not app:{dest} ({dest_id})"
+        ))),
+        (Err(why), false) => Err(Error::failed(format!(
+            "the device refused the delta app:{src} -> app:{dest} although it holds its base app:{src}: {why}"
+        ))),
+        (Ok(id), true) => Err(Error::failed(format!(
+            "the delta app:{src} -> app:{dest} applied (as {id}) on a device without its base app:{src} ({src_id}): it must be refused"
+        ))),
+        (Err(why), true) if why.contains(src_id) || why.contains("base") => Ok(()),
+        (Err(why), true) => Err(Error::failed(format!(
+            "the delta was refused on a device without its base, but the engine did not say the base is missing: {why}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Applied;
+
+    fn applied(base: &str, pulled: std::result::Result<&str, &str>) -> Applied {
+        Applied {
+            base: Some(base.into()),
+            delta_wire: 2248,
+            served: 2220,
+            pulled: pulled.map(str::to_string).map_err(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_delta_must_yield_the_target_on_its_base_and_be_refused_without_it() {
+        let ok =
+            |a: &Applied, without| applied_verdict(a, "v1", "v2", "sha256:a", "sha256:b", without);
+        assert!(ok(&applied("sha256:a", Ok("sha256:b")), false).is_ok());
+        let e = ok(&applied("sha256:a", Ok("sha256:c")), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("gave image sha256:c, not app:v2 (sha256:b)"),
+            "{e}"
+        );
+        let e = ok(&applied("sha256:a", Err("loading delta base image")), false).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("refused the delta app:v1 -> app:v2 although it holds its base"),
+            "{e}"
+        );
+        let e = ok(&applied("sha256:x", Ok("sha256:b")), false).unwrap_err();
+        assert!(
+            e.to_string().contains("names base sha256:x, not app:v1"),
+            "{e}"
+        );
+        // Without its base: refused, naming it, is right; applied is a failure.
+        let refusal = "loading delta base image \"sha256:a\": no such file or directory";
+        assert!(ok(&applied("sha256:a", Err(refusal)), true).is_ok());
+        let e = ok(&applied("sha256:a", Ok("sha256:b")), true).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("on a device without its base app:v1"),
+            "{e}"
+        );
+        assert!(matches!(e, Error::Failed(_)));
+        let e = ok(&applied("sha256:a", Err("connection reset")), true).unwrap_err();
+        assert!(
+            e.to_string().contains("did not say the base is missing"),
+            "{e}"
+        );
     }
 }

@@ -47,6 +47,11 @@ impl Fixture {
         })
     }
 
+    /// The image served as `app:TAG` (`v1`, `v2`).
+    pub fn image(&self, tag: &str) -> Option<&AppImage> {
+        self.images.get(tag)
+    }
+
     /// The image `app:TAG` as the device names it.
     pub fn reference(&self, tag: &str) -> String {
         format!("{}/app:{tag}", self.seen_at)
