@@ -1,8 +1,8 @@
 //! balenaEngine deltas end to end against a balenad on this host, no QEMU: app:v1 and app:v2
 //! pulled from the harness's registry, the delta v1→v2 made, exported, served and pulled back
 //! on an engine holding only v1 (it yields v2's image), and on one holding neither (refused,
-//! naming the missing base). Needs root and balenaEngine's binaries in `HARNESS_BALENAD_DIR`
-//! (default `/tmp/be`: `balenad`, `balena-engine-containerd`, ...); skipped without them.
+//! naming the missing base). Needs root and balenaEngine, from where the image build takes it
+//! (`HARNESS_BALENA_BIN`, else the project's `../shared/bin`); skipped, saying so, without it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -43,15 +43,41 @@ fn free_port() -> u16 {
 }
 
 fn start_balenad() -> Option<(Daemon, SocketAddr)> {
-    let bin = PathBuf::from(std::env::var("HARNESS_BALENAD_DIR").unwrap_or("/tmp/be".into()));
-    if !bin.join("balenad").is_file() || !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root and balenad in {}", bin.display());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let Some(src) = harness::reference::engine_dir(&root).unwrap() else {
+        eprintln!("skipped: no balenaEngine binary (HARNESS_BALENA_BIN or ../shared/bin)");
+        return None;
+    };
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: balenad needs root");
         return None;
     }
     let dir = tempfile::Builder::new()
         .prefix("bd")
         .tempdir_in("/tmp")
         .unwrap();
+    // The multi-call binary, under each name balenad runs its parts by.
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let engine = bin.join("balena-engine");
+    if src.join("balena-engine").is_file() {
+        std::fs::copy(src.join("balena-engine"), &engine).unwrap();
+    } else {
+        let xz = std::fs::File::open(src.join("balena-engine.xz")).unwrap();
+        let mut out = std::fs::File::create(&engine).unwrap();
+        std::io::copy(&mut liblzma::read::XzDecoder::new(xz), &mut out).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&engine, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for name in [
+        "balenad",
+        "balena-engine-containerd",
+        "balena-containerd-shim-runc-v2",
+        "balena-engine-runc",
+        "balena-engine-proxy",
+    ] {
+        std::os::unix::fs::symlink("balena-engine", bin.join(name)).unwrap();
+    }
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let path = format!(
