@@ -4,7 +4,7 @@
 #
 #   bash qemu/build.sh OUT_DIR      (as root; OUT_DIR exists and is empty)
 #
-# Writes OUT_DIR/image.img (OS 1.0.0), OUT_DIR/hostapp-1.0.1.tar.gz (the update
+# Writes OUT_DIR/image.img (OS 1.0.0), OUT_DIR/hostapp-1.0.1.tar (the update
 # payload: the OS as a hostapp image in `balena-engine save` format, and its
 # no-health variant), OUT_DIR/vmlinuz (for the harness's KVM probe) and
 # OUT_DIR/build.json. Everything else happens in a temp dir removed on exit;
@@ -44,7 +44,7 @@ require_tools debootstrap:debootstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools m
 	sfdisk:fdisk grub-mkstandalone:grub-common grub-editenv:grub-common \
 	/usr/lib/grub/x86_64-efi/linux.mod:grub-efi-amd64-bin zstd:zstd jq:jq cpio:cpio \
 	dpkg-deb:dpkg apt-get:apt apt-cache:apt truncate:coreutils "$BUSYBOX:busybox-static" \
-	xz:xz-utils gzip:gzip e2fsck:e2fsprogs fsck.fat:dosfstools
+	xz:xz-utils e2fsck:e2fsprogs fsck.fat:dosfstools
 if grep -q '/lib64/ld-linux-x86-64.so' "$BUSYBOX"; then
 	die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"
 fi
@@ -94,18 +94,18 @@ rootfs_trim "$ROOT"
 # A unit that names a missing program or file would fail at every boot: fail here instead.
 check_units "$ROOT"
 
-step "making hostapp $VERSION in resin-rootA and the update payloads hostapp-$UPDATE_VERSION.tar.gz (and its no-health variant)"
+step "making hostapp $VERSION in resin-rootA and the update payloads hostapp-$UPDATE_VERSION.tar (and its no-health variant)"
 rootfs_set_version "$ROOT" "$VERSION"
 cp "$ROOT/usr/lib/os-release" "$WORK/os-release"
 hostapp_slot "$ROOT" "$WORK/slotA" "balena-os/reference:$VERSION"
 rootfs_set_version "$ROOT" "$UPDATE_VERSION"
-hostapp_save "$ROOT" "balena-os/reference:$UPDATE_VERSION" "$OUT/hostapp-$UPDATE_VERSION.tar.gz"
+hostapp_save "$ROOT" "balena-os/reference:$UPDATE_VERSION" "$OUT/hostapp-$UPDATE_VERSION.tar"
 # A broken variant for the negative check of the health rollback: the same OS with
 # rollback-health masked, so nothing ever rolls it back.
 unit="$ROOT/etc/systemd/system/rollback-health.service"
 mv "$unit" "$WORK/rollback-health.service"
 ln -s /dev/null "$unit"
-hostapp_save "$ROOT" "balena-os/reference:$UPDATE_VERSION" "$OUT/hostapp-$UPDATE_VERSION-no-health.tar.gz"
+hostapp_save "$ROOT" "balena-os/reference:$UPDATE_VERSION" "$OUT/hostapp-$UPDATE_VERSION-no-health.tar"
 rm -f "$unit"
 mv "$WORK/rollback-health.service" "$unit"
 
@@ -131,8 +131,8 @@ mkext4 "$WORK/data.ext4" "$DATA_MIB" resin-data "$WORK/data"
 step "assembling image.img (msdos: boot, rootA, rootB, extended: state, data)"
 disk_assemble "$OUT/image.img" "$WORK/boot.vfat" "$WORK/rootA.ext4" "$WORK/rootB.ext4" \
 	"$WORK/state.ext4" "$WORK/data.ext4"
-jq -n --arg m "$MACHINE" --arg v "$VERSION" --arg uf "hostapp-$UPDATE_VERSION.tar.gz" --arg uv "$UPDATE_VERSION" \
-	--arg nh "hostapp-$UPDATE_VERSION-no-health.tar.gz" --arg e "$ENGINE_DESC" \
+jq -n --arg m "$MACHINE" --arg v "$VERSION" --arg uf "hostapp-$UPDATE_VERSION.tar" --arg uv "$UPDATE_VERSION" \
+	--arg nh "hostapp-$UPDATE_VERSION-no-health.tar" --arg e "$ENGINE_DESC" \
 	'{machine: $m, image: "image.img", version: $v, engine: $e, update: {file: $uf, version: $uv, no_health: $nh}}' >"$OUT/build.json"
 echo "==> time per step: $(step_times)"
 echo "==> done: $OUT/image.img ($(du -h --apparent-size "$OUT/image.img" | cut -f1) sparse, $(du -h "$OUT/image.img" | cut -f1) used)"

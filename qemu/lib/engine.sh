@@ -117,13 +117,14 @@ hostapp_slot() {
 }
 
 # hostapp_save ROOT TAG OUT: ROOT as hostapp TAG in `balena-engine save` format,
-# gzip-compressed: the update payload hostapp-update -f takes.
+# uncompressed (the device would spend a minute under emulation on gunzip): the
+# update payload hostapp-update -f takes.
 hostapp_save() {
 	local root=$1 tag=$2 out=$3
 	rm -rf "$WORK/save-engine"
 	engine_start "$root" "$WORK/save-engine"
 	hostapp_import "$root" "$tag"
-	engine save "$tag" | gzip -1 >"$out"
+	engine save -o "$out" "$tag"
 	engine_stop
 	rm -rf "$WORK/save-engine"
 }
