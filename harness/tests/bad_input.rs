@@ -379,7 +379,7 @@ fn suite_hup_on_a_real_image_needs_its_vars_and_an_update_file_that_exists() {
     ]);
     assert_one_line_exit_2(
         &args,
-        "suites/hup/update.yaml:14:5: step 4: copy from `{{update_file}}`: /nonexistent/hostapp.tar does not exist",
+        "suites/hup/update.yaml:27:5: step 7: copy from `{{update_file}}`: /nonexistent/hostapp.tar does not exist",
     );
     assert!(!out.exists());
     let payload = dir.path().join("hostapp.tar");

@@ -118,13 +118,16 @@ rootfs_set_version() {
 }
 
 # rootfs_fingerprint DIR: /balenaos.fingerprint, "md5  /path" for every file of
-# the root filesystem (itself excluded), as balenaOS ships. Call it last, once the
-# rootfs is final (rootfs_set_version does).
+# the read-only OS (itself excluded), as balenaOS ships. /etc, /var, /home and /root
+# are left out: the device writes them (overlays, state bind mounts, logs), so their
+# files may differ from the build. Call it last, once the rootfs is final
+# (rootfs_set_version does).
 rootfs_fingerprint() {
 	local root=$1
 	(
 		cd "$root" &&
-			find . \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./run -o -path ./tmp \) -prune -o \
+			find . \( -path ./proc -o -path ./sys -o -path ./dev -o -path ./run -o -path ./tmp -o -path ./etc \
+				-o -path ./var -o -path ./home -o -path ./root -o -path ./mnt \) -prune -o \
 				-type f ! -path ./balenaos.fingerprint ! -path ./.balenaos.fingerprint.tmp -print0 | LC_ALL=C sort -z | xargs -0 -r md5sum
 	) | sed 's#^\(\\\?[0-9a-f]\{32\}  \)\./#\1/#' >"$root/.balenaos.fingerprint.tmp"
 	mv -f "$root/.balenaos.fingerprint.tmp" "$root/balenaos.fingerprint"

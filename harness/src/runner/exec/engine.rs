@@ -62,6 +62,7 @@ pub fn pull(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) ->
             image.image_id().to_string(),
         )
     };
+    wait_for_engine(dut, timeout)?;
     let out = dut.exec(&format!("balena-engine pull {reference}"), timeout)?;
     if out.status != 0 {
         return Err(Error::failed(format!(
@@ -128,6 +129,24 @@ pub fn pull(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) ->
 /// removed), which must yield `app:<dest>`'s image. `without_base: true` removes `app:<src>`
 /// too: the pull must then be refused. `apply: false` stops after making the delta. Skipped,
 /// saying why, where the engine has no delta API (plain Docker).
+/// Waits (on the device, at most `timeout` and 120 s) until the engine answers: right after a
+/// boot SSH is up before the engine is.
+fn wait_for_engine(dut: &mut Dut, timeout: Duration) -> Result<()> {
+    let secs = timeout.min(Duration::from_secs(120)).as_secs().max(1);
+    let out = dut.exec(
+        &format!(
+            "i=0; until balena-engine version >/dev/null 2>&1; do i=$((i+1)); [ $i -ge {secs} ] && exit 1; sleep 1; done"
+        ),
+        timeout,
+    )?;
+    if out.status != 0 {
+        return Err(Error::failed(format!(
+            "the engine did not answer `balena-engine version` within {secs}s"
+        )));
+    }
+    Ok(())
+}
+
 pub fn delta(dut: &mut Dut, args: &BTreeMap<String, Value>, timeout: Duration) -> Result<()> {
     let tag = |name: &str, default: &str| {
         args.get(name)
