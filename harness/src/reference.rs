@@ -237,6 +237,11 @@ pub fn build(root: &Path, recipe: &str, progress: &mut dyn FnMut(&str)) -> Resul
             Error::infra(format!("reference image build failed: {why}"))
         });
     }
+    // Another harness may have finished the same build meanwhile: its result is as good.
+    if let Ok(done) = load(&final_dir) {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Ok(done);
+    }
     std::fs::rename(&partial, &final_dir).infra_ctx(|| {
         format!(
             "cannot move {} to {}",

@@ -86,11 +86,13 @@ fn engine_api(dut: &mut Dut, args: &Args, timeout: Duration) -> Result<()> {
             (Err(_), false) => return Ok(()),
             // A live change takes a moment (config unit, engine restart): closed within the
             // timeout passes.
-            (Ok(body), false) if Instant::now() >= deadline => return Err(Error::failed(format!(
+            (Ok(body), false) if Instant::now() >= deadline => {
+                return Err(Error::failed(format!(
                 "the engine API on port 2375 still answered ({:?}) after {}s but must be closed",
                 body.trim(),
                 timeout.as_secs()
-            ))),
+            )))
+            }
             _ if Instant::now() >= deadline => {
                 return Err(Error::failed(format!(
                 "the engine API on port 2375 did not answer /_ping with OK within {}s ({answer:?})",
