@@ -102,12 +102,10 @@ rootfs_set_version "$ROOT" "$UPDATE_VERSION"
 hostapp_save "$ROOT" "balena-os/reference:$UPDATE_VERSION" "$OUT/hostapp-$UPDATE_VERSION.tar"
 # A broken variant for the negative check of the health rollback: the same OS with
 # rollback-health masked, so nothing ever rolls it back.
-unit="$ROOT/etc/systemd/system/rollback-health.service"
-mv "$unit" "$WORK/rollback-health.service"
-ln -s /dev/null "$unit"
+mask="$ROOT/etc/systemd/system/rollback-health.service"
+ln -s /dev/null "$mask"
 hostapp_save "$ROOT" "balena-os/reference:$UPDATE_VERSION" "$OUT/hostapp-$UPDATE_VERSION-no-health.tar"
-rm -f "$unit"
-mv "$WORK/rollback-health.service" "$unit"
+rm -f "$mask"
 
 # Root slots: a hostapp plus ~25% headroom (ext4 metadata and journal included) for
 # the next one, in 4 MiB steps; rootB starts empty, as on balenaOS.
