@@ -324,6 +324,12 @@ fn root_with_boot_timeout(dir: &Path, boot_timeout: u64) -> PathBuf {
         root.join("rigs/emulated.yaml"),
     )
     .unwrap();
+    // The same engine binaries as the real project (`../shared/bin`), so the reference image
+    // has the same cache key and is not built again.
+    let shared = real.join("..").join("shared");
+    if shared.is_dir() {
+        std::os::unix::fs::symlink(&shared, dir.join("shared")).unwrap();
+    }
     let machine = std::fs::read_to_string(real.join("machines/qemux86-64.yaml")).unwrap();
     std::fs::write(
         root.join("machines/qemux86-64.yaml"),
@@ -356,7 +362,7 @@ fn an_image_that_never_boots_fails_the_test_and_leaves_the_rig_in_rotation() {
         f.write_all_at(&vec![0u8; (size * 512).min(8 << 20) as usize], start * 512)
             .unwrap();
     }
-    let root = root_with_boot_timeout(dir.path(), 45);
+    let root = root_with_boot_timeout(dir.path(), 90);
     let state = common::scratch("state");
     let run = dir.path().join("run");
     let out = harness()
