@@ -150,9 +150,8 @@ impl DeltaClient {
         }
     }
 
-    /// The ID of `image` (`GET /images/<image>/json`, field `Id`); `None` when the engine
-    /// does not hold it.
-    pub fn image_id(&self, image: &str) -> Result<Option<String>> {
+    /// `GET /images/<image>/json`; `None` when the engine does not hold `image`.
+    fn inspect(&self, image: &str) -> Result<Option<Value>> {
         let resp = self.http.get(&format!("/images/{}/json", escape(image)))?;
         if resp.status == 404 {
             return Ok(None);
@@ -163,25 +162,25 @@ impl DeltaClient {
                 summary(&resp)
             )));
         }
-        let json: Value = serde_json::from_slice(&resp.body)
-            .map_err(|e| Error::failed(format!("engine: inspect {image}: bad JSON: {e}")))?;
-        Ok(json["Id"].as_str().map(str::to_string))
+        serde_json::from_slice(&resp.body)
+            .map(Some)
+            .map_err(|e| Error::failed(format!("engine: inspect {image}: bad JSON: {e}")))
     }
 
-    /// The size the engine reports for `image` (`GET /images/<image>/json`, field `Size`).
+    /// The ID of `image` (field `Id`); `None` when the engine does not hold it.
+    pub fn image_id(&self, image: &str) -> Result<Option<String>> {
+        Ok(self
+            .inspect(image)?
+            .and_then(|json| json["Id"].as_str().map(str::to_string)))
+    }
+
+    /// The size the engine reports for `image` (field `Size`).
     pub fn image_size(&self, image: &str) -> Result<u64> {
-        let resp = self.http.get(&format!("/images/{}/json", escape(image)))?;
-        if resp.status != 200 {
-            return Err(Error::failed(format!(
-                "engine: inspect {image}: {}",
-                summary(&resp)
-            )));
-        }
-        let json: Value = serde_json::from_slice(&resp.body)
-            .map_err(|e| Error::failed(format!("engine: inspect {image}: bad JSON: {e}")))?;
-        json["Size"]
-            .as_u64()
-            .ok_or_else(|| Error::failed(format!("engine: inspect {image}: no Size")))
+        self.inspect(image)?
+            .and_then(|json| json["Size"].as_u64())
+            .ok_or_else(|| {
+                Error::failed(format!("engine: inspect {image}: no such image or no Size"))
+            })
     }
 }
 
