@@ -358,6 +358,8 @@ impl QemuMachine {
             let dir = dir.clone();
             let loaded = snapshot::load(&mut qmp, &state, &mut || exited(&dir, &mut child));
             if let Err(e) = loaded {
+                // QEMU exits on a failed load: give it a moment to, for its own words.
+                let _ = child.wait_timeout(Duration::from_secs(3));
                 let e = self.explain_exit(&mut child, e);
                 child.kill();
                 if let Some(console) = &self.console {

@@ -35,8 +35,9 @@ pub enum How {
     Booted,
     /// Restored from the snapshot with this (short) key.
     Restored(String),
-    /// Booted for real, saved as the snapshot with this key, and restored from it.
-    Saved(String),
+    /// Booted for real (taking this long), saved as the snapshot with this key, and restored
+    /// from it.
+    Saved(String, Duration),
 }
 
 /// A fresh device that is up: how, and how long it took (to logged in, and with the clock
@@ -55,7 +56,10 @@ impl Fresh {
         let how = match &self.how {
             How::Booted => "booted".to_string(),
             How::Restored(k) => format!("restored from snapshot {k}"),
-            How::Saved(k) => format!("booted for real and saved as snapshot {k}, then restored"),
+            How::Saved(k, boot) => format!(
+                "booted for real in {:.1}s and saved as snapshot {k}, then restored",
+                boot.as_secs_f64()
+            ),
         };
         format!(
             "device up (SSH) after {:.1}s ({how})",
@@ -63,13 +67,17 @@ impl Fresh {
         )
     }
 
-    /// The figure the report records: `boot_seconds` or `restore_seconds`.
-    pub fn figure(&self) -> (&'static str, String) {
-        let name = match self.how {
-            How::Booted => "boot_seconds",
-            How::Restored(_) | How::Saved(_) => "restore_seconds",
-        };
-        (name, format!("{:.1}", self.took.as_secs_f64()))
+    /// The figures the report records: `boot_seconds` and/or `restore_seconds`.
+    pub fn figures(&self) -> Vec<(&'static str, String)> {
+        let secs = |d: &Duration| format!("{:.1}", d.as_secs_f64());
+        match &self.how {
+            How::Booted => vec![("boot_seconds", secs(&self.took))],
+            How::Restored(_) => vec![("restore_seconds", secs(&self.took))],
+            How::Saved(_, boot) => vec![
+                ("boot_seconds", secs(boot)),
+                ("restore_seconds", secs(&self.took)),
+            ],
+        }
     }
 }
 
@@ -155,18 +163,18 @@ fn from_snapshot(
     let key = snapshots::key(&identity);
     let wait = timeout + Duration::from_secs(300);
     let (hold, made) = match cache.take(&key, wait, say)? {
-        Taken::Ready(hold) => (hold, false),
+        Taken::Ready(hold) => (hold, None),
         Taken::Make(making) => {
             let short = making.short().to_string();
             match make(dut, suite, making, &identity, timeout)? {
-                Some(hold) => {
+                Some((hold, boot)) => {
                     for gone in cache.prune(&key) {
                         say(&format!(
                             "removed snapshot {} (the cache is bounded; least recently used first)",
                             snapshots::short(&gone)
                         ));
                     }
-                    (hold, true)
+                    (hold, Some(boot))
                 }
                 None => {
                     say(&format!(
@@ -183,10 +191,9 @@ fn from_snapshot(
             hold.touch();
             dut.use_snapshot(hold);
             Ok(Some(Fresh {
-                how: if made {
-                    How::Saved(short)
-                } else {
-                    How::Restored(short)
+                how: match made {
+                    Some(boot) => How::Saved(short, boot),
+                    None => How::Restored(short),
                 },
                 took,
             }))
@@ -210,15 +217,15 @@ fn from_snapshot(
 }
 
 /// Boots the first device of a key for real with the snapshot's own key pair, lets it settle
-/// and saves it; `None` when it booted but could not be saved (the note says why). A boot that
-/// fails is the error.
+/// and saves it; returns the snapshot and how long the boot took, or `None` when it booted but
+/// could not be saved (the note says why). A boot that fails is the error.
 fn make(
     dut: &mut Dut,
     suite: &Suite,
     making: Making,
     identity: &str,
     timeout: Duration,
-) -> Result<Option<Hold>> {
+) -> Result<Option<(Hold, Duration)>> {
     let (private, public) = making.key_pair()?;
     dut.target.fresh_image()?;
     dut.keyless = false;
@@ -253,7 +260,7 @@ fn make(
                 boot_seconds: took.as_secs_f64(),
                 harness: snapshots::harness_identity(),
             };
-            making.done(&meta).map(Some)
+            making.done(&meta).map(|hold| Some((hold, took)))
         }
         Err(Error::Interrupted) => Err(Error::Interrupted),
         Err(e) => {
@@ -288,13 +295,19 @@ fn restore(dut: &mut Dut, hold: &Hold, timeout: Duration) -> Result<Duration> {
     dut.disconnect();
     dut.forget_host_key();
     dut.target.restore_snapshot(hold.dir())?;
+    let loaded = start.elapsed();
     dut.key = hold.private_key();
     dut.keyless = false;
     dut.connect(timeout)?;
+    let logged_in = start.elapsed();
     let (off, tries) = set_clock(dut)?;
     let took = start.elapsed();
     dut.note(&format!(
-        "clock set from the host's: {off:+.2}s off after {tries} {}",
+        "restored snapshot {}: state loaded after {:.1}s, logged in after {:.1}s, clock set from the host's after {:.1}s ({off:+.2}s off, {tries} {})",
+        hold.short(),
+        loaded.as_secs_f64(),
+        logged_in.as_secs_f64(),
+        took.as_secs_f64(),
         if tries == 1 { "try" } else { "tries" }
     ));
     Ok(took)
@@ -437,12 +450,20 @@ mod tests {
             f.describe(),
             "device up (SSH) after 2.5s (restored from snapshot 0a1b2c3d4e5f)"
         );
-        assert_eq!(f.figure(), ("restore_seconds", "2.5".to_string()));
+        assert_eq!(f.figures(), [("restore_seconds", "2.5".to_string())]);
         let b = Fresh {
             how: How::Booted,
             took: Duration::from_secs(28),
         };
-        assert_eq!(b.figure(), ("boot_seconds", "28.0".to_string()));
+        assert_eq!(b.figures(), [("boot_seconds", "28.0".to_string())]);
         assert!(b.describe().ends_with("(booted)"));
+        let s = Fresh {
+            how: How::Saved("0a1b2c3d4e5f".into(), Duration::from_secs(30)),
+            took: Duration::from_secs(2),
+        };
+        assert_eq!(s.figures().len(), 2);
+        assert!(s
+            .describe()
+            .contains("booted for real in 30.0s and saved as snapshot"));
     }
 }

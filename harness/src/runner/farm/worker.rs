@@ -431,7 +431,7 @@ fn run_job(
     };
     let need_boot = policy::needs_boot(state.held(), wants(first));
     let begin = Instant::now();
-    let mut boot_figure = None;
+    let mut boot_figures = Vec::new();
     if need_boot {
         sh.set(
             spec,
@@ -451,7 +451,7 @@ fn run_job(
                     changed: false,
                 };
                 sh.say(spec, &format!("{}: {}", suite.name, fresh.describe()));
-                boot_figure = Some(fresh.figure());
+                boot_figures = fresh.figures();
             }
             Err(_) if crate::interrupt::requested() => return JobEnd::Interrupted,
             Err(e) => {
@@ -493,8 +493,9 @@ fn run_job(
                     &mut say,
                 )
                 .map(|fresh| {
-                    let (name, value) = fresh.figure();
-                    dut.record(name, value);
+                    for (name, value) in fresh.figures() {
+                        dut.record(name, value);
+                    }
                 })
             } else {
                 Ok(())
@@ -527,7 +528,7 @@ fn run_job(
             other => other,
         };
         let (transcript, mut properties) = dut.take_test_record();
-        if let Some((name, value)) = boot_figure.take() {
+        for (name, value) in std::mem::take(&mut boot_figures).into_iter().rev() {
             properties.insert(0, (name.to_string(), value));
         }
         let console = dut
