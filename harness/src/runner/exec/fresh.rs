@@ -198,7 +198,8 @@ fn from_snapshot(
                 took,
             }))
         }
-        Err(Error::Interrupted) => Err(Error::Interrupted),
+        // Ctrl-C kills QEMU under the restore: the snapshot is not to blame.
+        Err(_) if crate::interrupt::requested() => Err(Error::Interrupted),
         Err(e) => {
             let _ = dut.target.power().off();
             dut.leave_snapshot();
@@ -262,7 +263,7 @@ fn make(
             };
             making.done(&meta).map(|hold| Some((hold, took)))
         }
-        Err(Error::Interrupted) => Err(Error::Interrupted),
+        Err(_) if crate::interrupt::requested() => Err(Error::Interrupted),
         Err(e) => {
             dut.note(&format!("could not save snapshot {}: {e}", making.short()));
             Ok(None)
