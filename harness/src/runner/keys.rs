@@ -5,10 +5,10 @@
 //! 0700 folder of the harness's own under its state folder, removed when the run ends (kept
 //! with `--keep`, for logging in by hand afterwards).
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 
 /// A key pair on disk.
 pub struct KeyPair {
@@ -24,24 +24,10 @@ pub struct KeyPair {
 /// (created 0700 if missing; refused if another user owns it), the public key in `run_dir`
 /// too. With `keep` the private key outlives the run.
 pub fn generate(run_dir: &Path, keys_root: &Path, keep: bool) -> Result<KeyPair> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(keys_root)
-        .infra_ctx(|| format!("cannot create {}", keys_root.display()))?;
-    let meta = std::fs::symlink_metadata(keys_root)
-        .infra_ctx(|| format!("cannot read {}", keys_root.display()))?;
-    {
-        use std::os::unix::fs::MetadataExt;
-        if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
-            return Err(Error::input(format!(
-                "{} is not a folder of this user's own: refusing to put the run's private key there (set HARNESS_STATE)",
-                keys_root.display()
-            )));
-        }
-    }
-    std::fs::set_permissions(keys_root, std::fs::Permissions::from_mode(0o700))
-        .infra_ctx(|| format!("cannot restrict {}", keys_root.display()))?;
+    crate::paths::private_dir(
+        keys_root,
+        "refusing to put the run's private key there (set HARNESS_STATE)",
+    )?;
     let dir = tempfile::Builder::new()
         .prefix("run-")
         .permissions(std::fs::Permissions::from_mode(0o700))
@@ -87,6 +73,7 @@ pub fn write_pair(dir: &Path) -> Result<(PathBuf, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use std::os::unix::fs::MetadataExt;
 
     #[test]

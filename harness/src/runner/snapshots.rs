@@ -19,7 +19,7 @@
 //! used first, only snapshots nobody holds, down to `HARNESS_SNAPSHOT_GIB` (12 by default).
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -102,21 +102,10 @@ impl Snapshots {
     /// The cache in `dir` (made 0700 when missing; refused when another user owns it),
     /// bounded by `limit` bytes.
     pub fn open(dir: &Path, limit: u64) -> Result<Snapshots> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .infra_ctx(|| format!("cannot create {}", dir.display()))?;
-        let meta = std::fs::symlink_metadata(dir)
-            .infra_ctx(|| format!("cannot read {}", dir.display()))?;
-        if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
-            return Err(Error::input(format!(
-                "{} is not a folder of this user's own: refusing to keep snapshots (and their private keys) there (set HARNESS_SNAPSHOTS)",
-                dir.display()
-            )));
-        }
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .infra_ctx(|| format!("cannot restrict {}", dir.display()))?;
+        crate::paths::private_dir(
+            dir,
+            "refusing to keep snapshots (and their private keys) there (set HARNESS_SNAPSHOTS)",
+        )?;
         Ok(Snapshots {
             dir: dir.to_path_buf(),
             limit,
