@@ -136,6 +136,17 @@ impl<'t> Dut<'t> {
         })
     }
 
+    /// Logs in at once, without waiting for the SSH banner first: for a device that is up
+    /// already (restored from a snapshot), where a socket-activated sshd would otherwise
+    /// start twice, once for the banner and once for the login.
+    pub fn login_at_once(&mut self, timeout: Duration) -> Result<()> {
+        let target = self.ssh_target(!self.keyless, timeout)?;
+        let session = Ssh::connect(&target, timeout)?;
+        self.pin_host_key(&session, target.addr)?;
+        self.ssh = Some(session);
+        Ok(())
+    }
+
     fn connect_with(&mut self, with_key: bool, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         let target = self.ssh_target(with_key, timeout)?;

@@ -299,7 +299,13 @@ fn restore(dut: &mut Dut, hold: &Hold, timeout: Duration) -> Result<Duration> {
     let loaded = start.elapsed();
     dut.key = hold.private_key();
     dut.keyless = false;
-    dut.connect(timeout)?;
+    // The device was up when saved: its sshd answers at once, unless it was mid-start.
+    if dut
+        .login_at_once(timeout.min(Duration::from_secs(30)))
+        .is_err()
+    {
+        dut.connect(timeout)?;
+    }
     let logged_in = start.elapsed();
     let (off, tries) = set_clock(dut)?;
     let took = start.elapsed();
@@ -322,23 +328,17 @@ fn host_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Sets the device's clock to the host's (`date -u -s @N` sent when the host's clock, plus
-/// the lag the last try showed, reaches the whole second N) and reads it back; up to
-/// [`CLOCK_TRIES`] tries until it is within [`CLOCK_SLACK`]. Returns the last offset and the
-/// tries.
+/// Sets the device's clock to the host's (`date -u -s @T`, T the host's clock plus the lag
+/// the last try showed; a `date` that takes whole seconds only gets T rounded) and reads it
+/// back; up to [`CLOCK_TRIES`] tries until it is within [`CLOCK_SLACK`]. Returns the last
+/// offset and the tries.
 fn set_clock(dut: &mut Dut) -> Result<(f64, usize)> {
-    let mut lag = 0.0;
+    // A first guess at the lag of one command under emulation.
+    let mut lag = 0.5;
     let mut off = 0.0;
     for tries in 1..=CLOCK_TRIES {
-        let target = (host_now() + lag).ceil();
-        let wait = target - lag - host_now();
-        if wait > 0.0 {
-            std::thread::sleep(Duration::from_secs_f64(wait));
-        }
-        let out = dut.exec(
-            &format!("date -u -s @{target:.0} >/dev/null && date +%s.%N"),
-            Duration::from_secs(30),
-        )?;
+        let target = host_now() + lag;
+        let out = dut.exec(&set_clock_command(target), Duration::from_secs(30))?;
         let now = host_now();
         off = parse_clock(&out.stdout).ok_or_else(|| {
             Error::infra(format!(
@@ -355,6 +355,14 @@ fn set_clock(dut: &mut Dut) -> Result<(f64, usize)> {
     Err(Error::infra(format!(
         "the device's clock stayed {off:+.1}s off the host's after {CLOCK_TRIES} tries at setting it"
     )))
+}
+
+/// Sets the clock to `t` (seconds since the epoch) and prints it back.
+fn set_clock_command(t: f64) -> String {
+    format!(
+        "{{ date -u -s @{t:.3} || date -u -s @{:.0}; }} >/dev/null 2>&1; date +%s.%N",
+        t.round()
+    )
 }
 
 /// `date +%s.%N`'s answer (a `date` without `%N` prints it literally: whole seconds then).
@@ -429,6 +437,24 @@ mod tests {
         );
         assert_ne!(one, snapshot_identity("qemu", &suite("two")));
         assert_ne!(one, snapshot_identity("qemu2", &suite("one")));
+    }
+
+    #[test]
+    fn the_clock_is_set_to_the_millisecond_or_else_to_the_second() {
+        let cmd = set_clock_command(1_700_000_000.6);
+        assert_eq!(
+            cmd,
+            "{ date -u -s @1700000000.600 || date -u -s @1700000001; } >/dev/null 2>&1; date +%s.%N"
+        );
+        // GNU date (the host's, as the reference image's) takes the fraction.
+        let out = std::process::Command::new("date")
+            .args(["-u", "-d", "@1700000000.600", "+%s.%N"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            parse_clock(&String::from_utf8_lossy(&out.stdout)),
+            Some(1_700_000_000.6)
+        );
     }
 
     #[test]
