@@ -493,6 +493,7 @@ fn run_job(
                     &mut say,
                 )
                 .map(|fresh| {
+                    sh.say(spec, &format!("{label}: {}", fresh.describe()));
                     for (name, value) in fresh.figures() {
                         dut.record(name, value);
                     }
