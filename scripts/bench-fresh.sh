@@ -63,7 +63,7 @@ for i in $(seq "$runs"); do
 	echo "restore $(figure "$work/snap$i" up restore_seconds)" >>"$work/figures"
 	echo "restore $(figure "$work/snap$i" reboot restore_seconds)" >>"$work/figures"
 	echo "reboot $(figure "$work/snap$i" reboot reboot_seconds)" >>"$work/figures"
-	echo "run $i of $runs: $(tr '\n' ' ' <"$work/figures" | tail -c 200)" >&2
+	echo "run $i of $runs: $(tail -n 5 "$work/figures" | tr '\n' ' ')" >&2
 done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 

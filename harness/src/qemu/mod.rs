@@ -296,19 +296,11 @@ impl QemuMachine {
     /// Saves the running machine: its RAM and device state into `state` (see [`snapshot`]),
     /// then QEMU quits, so the overlay and UEFI variables are complete on disk.
     pub fn save(&mut self, state: &Path) -> Result<()> {
-        let mut child = self
-            .child
-            .take()
-            .ok_or_else(|| Error::infra("QEMU is not running"))?;
-        let saved = {
-            let dir = self.opts.dir.clone();
-            let qmp = self
-                .qmp
-                .as_mut()
-                .ok_or_else(|| Error::infra("QEMU is not running"))?;
-            snapshot::save(qmp, state, &mut || exited(&dir, &mut child))
+        let dir = &self.opts.dir;
+        let (Some(qmp), Some(child)) = (self.qmp.as_mut(), self.child.as_mut()) else {
+            return Err(Error::infra("QEMU is not running"));
         };
-        self.child = Some(child);
+        let saved = snapshot::save(qmp, state, &mut || exited(dir, child));
         let stopped = self.stop();
         saved.and(stopped)
     }
