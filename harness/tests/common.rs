@@ -2,9 +2,12 @@
 
 #![allow(dead_code)]
 
+use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Tests that boot QEMU take this lock: two TCG guests at once on two cores only slow both.
 pub static QEMU: Mutex<()> = Mutex::new(());
@@ -120,4 +123,83 @@ pub fn pids_mentioning(program: &str, needle: &str) -> Vec<u32> {
 /// A run's `summary.json`.
 pub fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// The reference image (built by set-up; cached, so this returns at once).
+pub fn reference_image() -> PathBuf {
+    let out = harness()
+        .args(["image", "build", "--machine", "qemux86-64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(text.lines().last().expect("the image's path").trim())
+}
+
+/// A sparse copy of the reference image in `dir`.
+pub fn copy_of_reference(dir: &Path) -> PathBuf {
+    let copy = dir.join("image.img");
+    let status = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(reference_image())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    copy
+}
+
+/// Chromium, as Debian installs it.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Runs Chromium headless with `args` and the page, in its own process group, killed after
+/// 60 s; returns its stdout.
+pub fn chromium(dir: &Path, args: &[String], page: &Path) -> String {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install Debian's chromium (scripts/setup does)"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.join("chromium.out"), dir.join("chromium.err"));
+    let mut child = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Chromium's helpers (zygote, renderer) share its group: end them all, whatever happened.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+    match status {
+        None => panic!("chromium did not finish within 60s; its stderr ends:\n{tail:?}"),
+        Some(s) if !s.success() => panic!("chromium failed ({s}); its stderr ends:\n{tail:?}"),
+        Some(_) => std::fs::read_to_string(&out).unwrap(),
+    }
 }

@@ -69,6 +69,8 @@ pub fn page_sections(text: &str) -> Vec<(u32, String)> {
     text.lines()
         .filter_map(|l| {
             let (n, title) = l.strip_prefix("## ")?.split_once(". ")?;
+            // Shown as text: Markdown's code and emphasis marks go.
+            let title: String = title.chars().filter(|c| !matches!(c, '`' | '*')).collect();
             Some((n.trim().parse().ok()?, title.trim().to_string()))
         })
         .collect()
@@ -130,13 +132,13 @@ mod tests {
             got,
             [
                 (1, "Disk layout".to_string()),
-                (2, "config.json (`/mnt/boot`)".to_string()),
+                (2, "config.json (/mnt/boot)".to_string()),
                 (9, "Later".to_string()),
             ]
         );
         let m = Mapping::load(&root()).unwrap();
         let s = sections(&m, &got);
-        assert_eq!(s[1].1, "config.json (`/mnt/boot`)", "the page's title wins");
+        assert_eq!(s[1].1, "config.json (/mnt/boot)", "the page's title wins");
         assert_eq!(s[2].0, 9);
         assert_eq!(s[3], (3, "Networking and names".to_string()));
         assert_eq!(sections(&m, &[]).len(), m.sections.len());

@@ -38,6 +38,8 @@ tr.contract.status-skipped td.status{background:var(--skip-bg)}
 ul.checks{list-style:none;margin:0;padding:0}
 ul.checks li{margin:0 0 .45em}
 .kind{color:var(--muted);font-size:.88em}
+li.check .msg{margin:.1em 0 0;color:var(--muted);font-size:.92em}
+li.check.status-failed .msg{color:var(--fail)}li.check.status-error .msg{color:var(--err)}
 .logs a{margin-right:.7em;font-size:.92em}
 "#;
 
@@ -143,9 +145,13 @@ fn render_check(h: &mut String, c: &Check) {
     out!(
         h,
         "<li class=\"check status-{s}\" data-check=\"{id}\" data-kind=\"{kind}\" \
-         data-status=\"{s}\">{} {} <span class=\"kind\">({kind} <code>{id}</code>)</span>",
+         data-status=\"{s}\">{} {} <span class=\"kind\">({})</span>",
         badge(c.status),
         escape(&c.title),
+        match c.kind {
+            super::rows::Kind::Static => "static check".to_string(),
+            super::rows::Kind::Test => format!("test <code>{}</code>", escape(&c.id)),
+        },
         s = c.status.word(),
         id = escape(&c.id),
     );

@@ -521,7 +521,10 @@ mod tests {
         let bad = GOOD
             .replace("META_BALENA_VERSION=\"6.0.13\"\n", "")
             .replace("SLUG=\"qemux86-64\"", "SLUG=\"raspberrypi4-64\"")
-            .replace("\nVERSION=\"6.0.13\"\n", "\nVERSION=6.0.13\nVARIANT=\"dev\"\n");
+            .replace(
+                "\nVERSION=\"6.0.13\"\n",
+                "\nVERSION=6.0.13\nVARIANT=\"dev\"\n",
+            );
         let f = os_release(&bad, &machine());
         assert_eq!(f.status, Status::Failed);
         assert_eq!(
