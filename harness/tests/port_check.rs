@@ -144,10 +144,14 @@ fn static_checks_pass_on_the_reference_image() {
     eprintln!("port-check --static-only: {:.2}s", took.as_secs_f64());
 }
 
+/// Makes a broken copy of the reference image in a folder.
+type Breaker = fn(&Path) -> PathBuf;
+
 #[test]
 fn broken_images_fail_without_a_boot_and_name_the_contract() {
     let scratch = tempfile::tempdir().unwrap();
-    let cases: [(&str, fn(&Path) -> PathBuf, u64, &str, &str); 2] = [
+    // (name, how the copy is broken, the contract section, the check, what it says)
+    let cases: [(&str, Breaker, u64, &str, &str); 2] = [
         (
             "no-state",
             without_resin_state,
@@ -352,4 +356,42 @@ fn a_short_run_boots_once_and_links_the_logs() {
     );
     assert_eq!(row(&doc, 6)["status"], "skipped", "no engine test ran");
     eprintln!("port-check --suite suite/smoke: {:.1}s", took.as_secs_f64());
+}
+
+/// Bad input is refused in one line, exit 2, before anything is read or booted.
+#[test]
+fn bad_input_is_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.img");
+    for (args, want) in [
+        (
+            vec!["--machine", "nope"],
+            "harness: error: unknown machine `nope` (known: ",
+        ),
+        (
+            vec![
+                "--machine",
+                "qemux86-64",
+                "--image",
+                missing.to_str().unwrap(),
+            ],
+            "harness: error: image ",
+        ),
+        (
+            vec!["--machine", "qemux86-64", "--filter", "no-such-test"],
+            "harness: error: --filter /no-such-test/ selects no test",
+        ),
+        (
+            vec!["--machine", "qemux86-64", "--rig", "pi4"],
+            "harness: error: rig pi4 holds a raspberrypi4-64, not a qemux86-64",
+        ),
+    ] {
+        let out_dir = dir.path().join("report");
+        let (out, _) = port_check(&args, &out_dir);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with(want), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(!out_dir.exists(), "{args:?}: a report was written");
+    }
 }

@@ -74,6 +74,12 @@ pub fn check(root: &Path, opts: &PortOptions, ui: &dyn Ui) -> Result<PortSummary
             )));
         }
     }
+    if let Some(img) = opts.image.as_ref().filter(|p| !p.is_file()) {
+        return Err(Error::input(format!(
+            "image {} does not exist",
+            img.display()
+        )));
+    }
     let suites: Vec<String> = if opts.suites.is_empty() {
         DEFAULT_SUITES.iter().map(|s| s.to_string()).collect()
     } else {
@@ -95,12 +101,6 @@ pub fn check(root: &Path, opts: &PortOptions, ui: &dyn Ui) -> Result<PortSummary
         )?
     };
     let mapping = Mapping::load(root)?;
-    if let Some(img) = opts.image.as_ref().filter(|p| !p.is_file()) {
-        return Err(Error::input(format!(
-            "image {} does not exist",
-            img.display()
-        )));
-    }
     let dir = match &opts.out {
         Some(o) => o.clone(),
         None => {
