@@ -203,3 +203,41 @@ pub fn chromium(dir: &Path, args: &[String], page: &Path) -> String {
         Some(_) => std::fs::read_to_string(&out).unwrap(),
     }
 }
+
+/// The element (up to its closing tag) whose opening tag holds `attrs`.
+pub fn element<'a>(dom: &'a str, tag: &str, attrs: &str) -> &'a str {
+    let at = dom
+        .find(attrs)
+        .unwrap_or_else(|| panic!("no <{tag}> with {attrs} in the DOM"));
+    let start = dom[..at].rfind(&format!("<{tag}")).unwrap();
+    let end = at + dom[at..].find(&format!("</{tag}>")).unwrap();
+    &dom[start..end]
+}
+
+/// The page loads nothing from outside: no absolute or protocol-relative `src`/`href`, no CSS
+/// `url(`.
+pub fn assert_self_contained(html: &str) {
+    let external = regex::Regex::new(r#"(?i)(src|href)\s*=\s*["']?\s*(https?:)?//"#).unwrap();
+    assert!(
+        !external.is_match(html),
+        "the page loads something from outside"
+    );
+    assert!(!html.contains("url("), "the page's CSS loads something");
+}
+
+/// A 1280x900 screenshot of `page` in headless Chromium, as `dir/name`; asserts it shows
+/// something (over 20 kB) and returns its size.
+pub fn screenshot(dir: &Path, page: &Path, name: &str) -> u64 {
+    let shot = dir.join(name);
+    chromium(
+        dir,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,900".into(),
+        ],
+        page,
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 20_000, "{} is {size} bytes", shot.display());
+    size
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{copy_of_reference, harness, qemu_pids_mentioning, stderr, QEMU};
+use common::{copy_of_reference, element, harness, qemu_pids_mentioning, stderr, QEMU};
 use harness::image::ext4::Ext4;
 use harness::image::hostapp::OsRoot;
 use harness::image::partitions::{read_table, Partition};
@@ -124,15 +124,7 @@ fn static_checks_pass_on_the_reference_image() {
     for n in [1, 2, 7, 8] {
         assert_eq!(row(&doc, n)["status"], "passed", "section {n}: {doc}");
     }
-    for id in [
-        "partitions",
-        "boot-flag",
-        "fingerprint",
-        "config-json",
-        "os-release",
-        "boot-os-release",
-        "bootloader-env",
-    ] {
+    for id in harness::port::statics::IDS {
         let c = check(&doc, &format!("static/{id}"));
         assert_eq!(c["status"], "passed", "{c}");
     }
@@ -217,16 +209,6 @@ fn broken_images_fail_without_a_boot_and_name_the_contract() {
     }
 }
 
-/// The element (up to its closing tag) whose opening tag holds `attrs`.
-fn element<'a>(dom: &'a str, tag: &str, attrs: &str) -> &'a str {
-    let at = dom
-        .find(attrs)
-        .unwrap_or_else(|| panic!("no <{tag}> with {attrs} in the DOM"));
-    let start = dom[..at].rfind(&format!("<{tag}")).unwrap();
-    let end = at + dom[at..].find(&format!("</{tag}>")).unwrap();
-    &dom[start..end]
-}
-
 #[test]
 fn chromium_shows_the_porting_report() {
     let scratch = tempfile::tempdir().unwrap();
@@ -245,12 +227,7 @@ fn chromium_shows_the_porting_report() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let page = dir.join("porting.html").canonicalize().unwrap();
     let html = std::fs::read_to_string(&page).unwrap();
-    let external = regex::Regex::new(r#"(?i)(src|href)\s*=\s*["']?\s*(https?:)?//"#).unwrap();
-    assert!(
-        !external.is_match(&html),
-        "the page loads something from outside"
-    );
-    assert!(!html.contains("url(") && !html.contains("<script"));
+    common::assert_self_contained(&html);
 
     let dom = common::chromium(&dir, &["--dump-dom".into()], &page);
     std::fs::write(dir.join("dom.html"), &dom).unwrap();
@@ -288,17 +265,7 @@ fn chromium_shows_the_porting_report() {
         assert!(dom.contains(&format!("data-section=\"{n}\"")), "no row {n}");
     }
 
-    let shot = dir.join("porting.png");
-    common::chromium(
-        &dir,
-        &[
-            format!("--screenshot={}", shot.display()),
-            "--window-size=1280,900".into(),
-        ],
-        &page,
-    );
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 20_000, "{} is {size} bytes", shot.display());
+    common::screenshot(&dir, &page, "porting.png");
 }
 
 /// One boot: suite/smoke on QEMU; its tests' rows link to their logs, copied beside the page.

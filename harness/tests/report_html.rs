@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod common;
 
+use common::element;
 use harness::report::{
     Attempt, Outcome, Reporter, RunInfo, TargetReport, TargetStatus, TestResult,
 };
@@ -106,16 +107,6 @@ fn build_run(dir: &Path) {
     rep.close().unwrap();
 }
 
-/// The element (up to its closing tag) whose opening tag holds `attrs`.
-fn element<'a>(dom: &'a str, tag: &str, attrs: &str) -> &'a str {
-    let at = dom
-        .find(attrs)
-        .unwrap_or_else(|| panic!("no <{tag}> with {attrs} in the DOM"));
-    let start = dom[..at].rfind(&format!("<{tag}")).unwrap();
-    let end = at + dom[at..].find(&format!("</{tag}>")).unwrap();
-    &dom[start..end]
-}
-
 fn cell<'a>(dom: &'a str, test: &str, target: &str) -> &'a str {
     element(
         dom,
@@ -173,12 +164,7 @@ fn chromium_shows_the_run() {
     build_run(&dir);
     let page = dir.join("report.html").canonicalize().unwrap();
     let html = std::fs::read_to_string(&page).unwrap();
-    let external = regex::Regex::new(r#"(?i)(src|href)\s*=\s*["']?\s*(https?:)?//"#).unwrap();
-    assert!(
-        !external.is_match(&html),
-        "the page loads something from outside"
-    );
-    assert!(!html.contains("url("), "the page's CSS loads something");
+    common::assert_self_contained(&html);
 
     let dom = common::chromium(&dir, &["--dump-dom".into()], &page);
     std::fs::write(dir.join("dom.html"), &dom).unwrap();
@@ -262,17 +248,7 @@ fn chromium_shows_the_run() {
     assert!(!dom.contains('\x1b') && !dom.contains('\x07'));
     assert!(element(ssh_there, "details", "data-log=\"console\"").contains("U-Boot 2024.01"));
 
-    let shot = dir.join("report.png");
-    common::chromium(
-        &dir,
-        &[
-            format!("--screenshot={}", shot.display()),
-            "--window-size=1280,900".into(),
-        ],
-        &page,
-    );
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 20_000, "{} is {size} bytes", shot.display());
+    let size = common::screenshot(&dir, &page, "report.png");
     eprintln!(
         "report: {} ({size}-byte screenshot) in {:.1}s",
         page.display(),
