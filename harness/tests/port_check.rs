@@ -139,6 +139,40 @@ fn static_checks_pass_on_the_reference_image() {
 /// Makes a broken copy of the reference image in a folder.
 type Breaker = fn(&Path) -> PathBuf;
 
+/// A packed image is unpacked into the report's folder for the checks, and that copy is gone
+/// after: it may hold the image's secrets.
+#[test]
+fn a_packed_image_is_checked_and_its_unpacked_copy_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let packed = dir.path().join("reference.img.zst");
+    zstd::stream::copy_encode(
+        std::fs::File::open(common::reference_image()).unwrap(),
+        std::fs::File::create(&packed).unwrap(),
+        1,
+    )
+    .unwrap();
+    let report = dir.path().join("report");
+    let args = ["--machine", "qemux86-64", "--static-only", "--image"];
+    let (out, took) = port_check(&[&args[..], &[packed.to_str().unwrap()]].concat(), &report);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc = porting_json(&report);
+    assert_eq!(doc["image"], packed.to_str().unwrap());
+    assert_eq!(doc["verdict"]["status"], "passed", "{doc}");
+    let left: Vec<_> = std::fs::read_dir(&report)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "only porting.json and porting.html stay: {left:?}"
+    );
+    eprintln!(
+        "port-check --static-only of a .img.zst: {:.2}s",
+        took.as_secs_f64()
+    );
+}
+
 #[test]
 fn broken_images_fail_without_a_boot_and_name_the_contract() {
     let scratch = tempfile::tempdir().unwrap();

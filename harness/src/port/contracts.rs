@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::rows::{Check, Finding, Kind, Link};
 use crate::error::{Error, Result};
 
 /// The mapping's file, under the project root.
@@ -51,6 +52,37 @@ impl Mapping {
             }
         }
         Ok(mapping)
+    }
+}
+
+impl Mapping {
+    /// A static check's finding as a check of the report, with its section.
+    pub fn static_check(&self, id: &str, f: Finding) -> (Option<u32>, Check) {
+        let entry = self.statics.get(id);
+        let check = Check {
+            id: format!("static/{id}"),
+            kind: Kind::Static,
+            title: entry.map_or_else(|| id.to_string(), |e| e.title.clone()),
+            status: f.status,
+            why: f.why,
+            logs: Vec::new(),
+        };
+        (entry.map(|e| e.section), check)
+    }
+
+    /// A test's finding (`key` is `suite/test`) as a check of the report, with its section
+    /// (`None` for a test the mapping does not list).
+    pub fn test_check(&self, key: &str, f: Finding, logs: Vec<Link>) -> (Option<u32>, Check) {
+        let entry = self.tests.get(key);
+        let check = Check {
+            id: key.to_string(),
+            kind: Kind::Test,
+            title: entry.map_or_else(|| key.to_string(), |e| e.title.clone()),
+            status: f.status,
+            why: f.why,
+            logs,
+        };
+        (entry.map(|e| e.section), check)
     }
 }
 

@@ -20,10 +20,10 @@ use std::time::Duration;
 use crate::config::machine::Machine;
 use crate::error::{Context, Error, Result};
 use crate::image::source::Packing;
-use crate::report::{Reporter, TestResult};
+use crate::report::Reporter;
 use crate::runner::{self, plan, RunOptions, RunSummary, Ui};
 use contracts::Mapping;
-use rows::{Board, Check, Finding, Kind, Report, Status};
+use rows::{Board, Check, Finding, Report, Status};
 
 /// The suites a port-check runs unless told otherwise.
 pub const DEFAULT_SUITES: [&str; 3] = ["suite/os", "suite/hup", "suite/engine"];
@@ -63,85 +63,36 @@ pub struct PortSummary {
 /// Checks the image, runs the suites unless told not to, and writes the report.
 pub fn check(root: &Path, opts: &PortOptions, ui: &dyn Ui) -> Result<PortSummary> {
     let started = crate::clock::now_unix();
-    // Everything the files decide is checked before anything is read or booted.
-    let machine = crate::config::machine::load(root, &opts.machine)?;
-    if let Some(name) = &opts.rig {
-        let rig = crate::board::rig::load(root, name)?;
-        if rig.machine != machine.name {
-            return Err(Error::input(format!(
-                "rig {name} holds a {}, not a {}",
-                rig.machine, machine.name
-            )));
-        }
-    }
-    if let Some(img) = opts.image.as_ref().filter(|p| !p.is_file()) {
-        return Err(Error::input(format!(
-            "image {} does not exist",
-            img.display()
-        )));
-    }
-    let suites: Vec<String> = if opts.suites.is_empty() {
-        DEFAULT_SUITES.iter().map(|s| s.to_string()).collect()
-    } else {
-        opts.suites.clone()
-    };
-    // The suites' variables matter only to a run.
-    let plan = if opts.static_only {
-        plan::build(root, &opts.machine, &suites, opts.filter.as_deref())?
-    } else {
-        plan::build_for(
-            root,
-            &opts.machine,
-            &suites,
-            opts.filter.as_deref(),
-            &plan::Given {
-                vars: opts.run.vars.clone(),
-                image: opts.image.is_some(),
-            },
-        )?
-    };
+    let (machine, suites, plan) = validate(root, opts)?;
     let mapping = Mapping::load(root)?;
     let dir = match &opts.out {
         Some(o) => o.clone(),
-        None => {
-            root.join("reports")
-                .join(format!("port-{}-{}", plan::utc_stamp(), plan.machine.name))
-        }
+        None => root
+            .join("reports")
+            .join(format!("port-{}-{}", plan::utc_stamp(), machine.name)),
     };
     std::fs::create_dir_all(&dir).infra_ctx(|| format!("cannot create {}", dir.display()))?;
-    let (raw, shown) = image(root, &machine, opts.image.as_deref(), &dir, ui)?;
+    let image = image(root, &machine, opts.image.as_deref(), &dir, ui)?;
 
-    ui.line(&format!("static checks of {}", shown.display()));
-    let found = statics::check(&raw, &machine);
-    let found = match found {
-        Ok(f) => f,
-        Err(e) => {
-            remove_unpacked(&raw, &dir);
-            return Err(e);
-        }
-    };
+    ui.line(&format!("static checks of {}", image.shown.display()));
+    let found = statics::check(&image.raw, &machine)?;
     for (id, f) in &found {
         ui.line(&format!("  {:<7} {id}: {}", f.status.word(), f.why));
     }
     let static_failed = found.iter().any(|(_, f)| f.status == Status::Failed);
     let mut notes = Vec::new();
-    let mut not_run = if opts.static_only {
-        Finding::skipped("not run: --static-only")
+    let mut not_run = Finding::skipped("not run (the run ended before it)");
+    let mut run: Option<RunSummary> = None;
+    if opts.static_only {
+        not_run = Finding::skipped("not run: --static-only");
     } else if static_failed {
         notes.push("The image failed a static check, so it was not booted.".to_string());
-        Finding::skipped("not run: the image failed a static check, so it was not booted")
+        not_run =
+            Finding::skipped("not run: the image failed a static check, so it was not booted");
     } else {
-        Finding::skipped("not run (the run ended before it)")
-    };
-    let mut run: Option<RunSummary> = None;
-    if !opts.static_only && !static_failed {
-        let run_opts = run_options(opts, &suites, &raw, &dir);
-        match runner::run(root, &run_opts, ui) {
+        match runner::run(root, &run_options(opts, &suites, &image, &dir), ui) {
             Ok(s) => run = Some(s),
-            Err(e @ (Error::Input(_) | Error::Interrupted)) => {
-                remove_unpacked(&raw, &dir);
-                return Err(e);
-            }
+            Err(e @ (Error::Input(_) | Error::Interrupted)) => return Err(e),
             Err(e) => {
                 notes.push(format!("The run failed: {e}"));
                 not_run = Finding {
@@ -151,7 +102,8 @@ pub fn check(root: &Path, opts: &PortOptions, ui: &dyn Ui) -> Result<PortSummary
             }
         }
     }
-    remove_unpacked(&raw, &dir);
+    let shown = image.shown.display().to_string();
+    drop(image);
 
     let (results, links) = match &run {
         Some(s) => {
@@ -161,41 +113,24 @@ pub fn check(root: &Path, opts: &PortOptions, ui: &dyn Ui) -> Result<PortSummary
         }
         None => Default::default(),
     };
-    let mut checks: Vec<(Option<u32>, Check)> = Vec::new();
-    for (id, f) in found {
-        let entry = mapping.statics.get(id);
-        checks.push((
-            entry.map(|e| e.section),
-            Check {
-                id: format!("static/{id}"),
-                kind: Kind::Static,
-                title: entry.map_or_else(|| id.to_string(), |e| e.title.clone()),
-                status: f.status,
-                why: f.why,
-                logs: vec![],
-            },
-        ));
-    }
+    let mut checks: Vec<(Option<u32>, Check)> = found
+        .into_iter()
+        .map(|(id, f)| mapping.static_check(id, f))
+        .collect();
     for planned in &plan.suites {
         let suite = &planned.suite.name;
         for ((name, _), selected) in planned.suite.tests.iter().zip(&planned.selected) {
             let key = format!("{suite}/{name}");
-            let result = results
+            let f = match results
                 .iter()
-                .find(|r| &r.suite == suite && &r.name == name);
-            let f = test_finding(result, *selected, &not_run);
-            let entry = mapping.tests.get(&key);
-            checks.push((
-                entry.map(|e| e.section),
-                Check {
-                    title: entry.map_or_else(|| key.clone(), |e| e.title.clone()),
-                    logs: links.get(&key).cloned().unwrap_or_default(),
-                    id: key,
-                    kind: Kind::Test,
-                    status: f.status,
-                    why: f.why,
-                },
-            ));
+                .find(|r| &r.suite == suite && &r.name == name)
+            {
+                Some(r) => Finding::of_test(r),
+                None if !selected => Finding::skipped("not selected by --filter"),
+                None => not_run.clone(),
+            };
+            let logs = links.get(&key).cloned().unwrap_or_default();
+            checks.push(mapping.test_check(&key, f, logs));
         }
     }
     let page = contracts::page_path(root);
@@ -205,8 +140,7 @@ pub fn check(root: &Path, opts: &PortOptions, ui: &dyn Ui) -> Result<PortSummary
         .map(|t| contracts::page_sections(&t))
         .unwrap_or_default();
     let rows = rows::rows(&contracts::sections(&mapping, &page_sections), checks);
-    let interrupted = run.as_ref().is_some_and(|s| s.interrupted);
-    if interrupted {
+    if run.as_ref().is_some_and(|s| s.interrupted) {
         notes.push("Interrupted: the run was stopped before it finished.".into());
     }
     let report = Report {
@@ -216,10 +150,10 @@ pub fn check(root: &Path, opts: &PortOptions, ui: &dyn Ui) -> Result<PortSummary
             description: machine.description.clone(),
             rig: opts.rig.clone(),
         },
-        image: shown.display().to_string(),
+        image: shown,
         date: crate::clock::utc(started).text(),
         contracts: page.map(|p| p.display().to_string()),
-        suites: suites.clone(),
+        suites,
         static_only: opts.static_only,
         booted: run.is_some(),
         verdict: rows::verdict(&rows, opts.static_only),
@@ -243,21 +177,88 @@ pub fn check(root: &Path, opts: &PortOptions, ui: &dyn Ui) -> Result<PortSummary
     })
 }
 
-/// The image to check and boot, raw (a packed one unpacked into `dir`), and as given.
+/// What the files decide, checked before anything is read or booted: the machine, the rig, the
+/// image's presence, the suites (their variables too, for a run) and the filter.
+fn validate(root: &Path, opts: &PortOptions) -> Result<(Machine, Vec<String>, plan::Plan)> {
+    let machine = crate::config::machine::load(root, &opts.machine)?;
+    if let Some(name) = &opts.rig {
+        let rig = crate::board::rig::load(root, name)?;
+        if rig.machine != machine.name {
+            return Err(Error::input(format!(
+                "rig {name} holds a {}, not a {}",
+                rig.machine, machine.name
+            )));
+        }
+    }
+    if let Some(img) = opts.image.as_ref().filter(|p| !p.is_file()) {
+        return Err(Error::input(format!(
+            "image {} does not exist",
+            img.display()
+        )));
+    }
+    let suites: Vec<String> = if opts.suites.is_empty() {
+        DEFAULT_SUITES.iter().map(|s| s.to_string()).collect()
+    } else {
+        opts.suites.clone()
+    };
+    let plan = if opts.static_only {
+        plan::build(root, &opts.machine, &suites, opts.filter.as_deref())?
+    } else {
+        let given = plan::Given {
+            vars: opts.run.vars.clone(),
+            image: opts.image.is_some(),
+        };
+        plan::build_for(root, &opts.machine, &suites, opts.filter.as_deref(), &given)?
+    };
+    Ok((machine, suites, plan))
+}
+
+/// The image checked and booted.
+struct Image {
+    /// The raw image.
+    raw: PathBuf,
+    /// As given (a packed image's own path).
+    shown: PathBuf,
+    /// The folder it was unpacked into, removed when this is dropped (it may hold the
+    /// image's secrets).
+    unpacked: Option<PathBuf>,
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.unpacked {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The image to check and boot: the one given (a packed one unpacked under `dir`), else the
+/// machine's reference image (built once, cached).
 fn image(
     root: &Path,
     machine: &Machine,
     given: Option<&Path>,
     dir: &Path,
     ui: &dyn Ui,
-) -> Result<(PathBuf, PathBuf)> {
+) -> Result<Image> {
     if let Some(path) = given {
         if Packing::of(path) == Packing::Raw {
-            return Ok((path.to_path_buf(), path.to_path_buf()));
+            return Ok(Image {
+                raw: path.to_path_buf(),
+                shown: path.to_path_buf(),
+                unpacked: None,
+            });
         }
         ui.line(&format!("unpacking {}", path.display()));
-        let raw = crate::image::unpack_to(path, &dir.join(UNPACKED))?;
-        return Ok((raw, path.to_path_buf()));
+        let into = dir.join("image");
+        // Made before the unpacking, so that a failed one is cleaned up too.
+        let mut image = Image {
+            raw: PathBuf::new(),
+            shown: path.to_path_buf(),
+            unpacked: Some(into.clone()),
+        };
+        image.raw = crate::image::unpack_to(path, &into)?;
+        return Ok(image);
     }
     let Some(recipe) = &machine.reference_image else {
         return Err(Error::input(format!(
@@ -265,24 +266,17 @@ fn image(
             machine.name
         )));
     };
-    let build = crate::reference::build(root, recipe, &mut |l| ui.line(l))?;
-    let raw = build.image_path();
-    Ok((raw.clone(), raw))
-}
-
-/// Where a packed image is unpacked, under the report's folder (removed after the run: it may
-/// hold the image's secrets).
-const UNPACKED: &str = "image";
-
-fn remove_unpacked(raw: &Path, dir: &Path) {
-    if raw.starts_with(dir.join(UNPACKED)) {
-        let _ = std::fs::remove_dir_all(dir.join(UNPACKED));
-    }
+    let raw = crate::reference::build(root, recipe, &mut |l| ui.line(l))?.image_path();
+    Ok(Image {
+        shown: raw.clone(),
+        raw,
+        unpacked: None,
+    })
 }
 
 /// The options a `harness run` of the same machine, image and suites gets; it goes on after
 /// a failure (a porting report wants every row).
-fn run_options(opts: &PortOptions, suites: &[String], raw: &Path, dir: &Path) -> RunOptions {
+fn run_options(opts: &PortOptions, suites: &[String], image: &Image, dir: &Path) -> RunOptions {
     let mut r = opts.run.clone();
     match &opts.rig {
         Some(rig) => r.rigs = vec![rig.clone()],
@@ -293,7 +287,7 @@ fn run_options(opts: &PortOptions, suites: &[String], raw: &Path, dir: &Path) ->
     }
     r.suites = suites.to_vec();
     // Without --image the runner boots the reference image itself, with its variables.
-    r.image = opts.image.as_ref().map(|_| raw.to_path_buf());
+    r.image = opts.image.as_ref().map(|_| image.raw.clone());
     r.out = Some(dir.join("run"));
     r.filter = opts.filter.clone();
     r.keep_going = true;
@@ -301,15 +295,6 @@ fn run_options(opts: &PortOptions, suites: &[String], raw: &Path, dir: &Path) ->
         r.lease_wait = Duration::from_secs(1800);
     }
     r
-}
-
-/// A test's finding: its result, else why it did not run.
-fn test_finding(result: Option<&TestResult>, selected: bool, not_run: &Finding) -> Finding {
-    match result {
-        Some(r) => Finding::of_test(r),
-        None if !selected => Finding::skipped("not selected by --filter"),
-        None => not_run.clone(),
-    }
 }
 
 /// Writes `porting.json` and `porting.html` into `dir`.
