@@ -31,7 +31,7 @@ qemu-system-x86_64 -machine q35 -accel tcg -m 2048 -smp 2 -nographic -nodefaults
 	-drive if=pflash,format=raw,file="$RUN/vars.fd" \
 	-drive if=virtio,format=qcow2,file="$RUN/ov.qcow2" \
 	-netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$SSHPORT"-:22222,hostfwd=tcp:127.0.0.1:"$ENGPORT"-:2375 \
-	-device virtio-net-pci,netdev=n0 -device virtio-rng-pci \
+	-device virtio-net-pci,netdev=n0 -device virtio-rng-pci -device vmgenid \
 	-serial stdio </dev/null >"$RUN/serial.log" 2>&1 &
 QPID=$!
 echo "$QPID" >"$RUN/qemu.pid"

@@ -150,6 +150,9 @@ pub struct RunArgs {
     /// Keep the disk overlay after the run (for a post-mortem).
     #[arg(long)]
     pub keep: bool,
+    /// Boot every fresh device: restore none from a snapshot and save none.
+    #[arg(long)]
+    pub no_snapshot: bool,
     /// Set a suite variable, `NAME=VALUE` (e.g. `update_file=hostapp.tar`,
     /// `update_version=6.0.14` for suite/hup on a real balenaOS image).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]

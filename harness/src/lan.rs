@@ -22,6 +22,11 @@ pub fn dut_mac(nic: u8) -> String {
     format!("52:54:00:77:{nic:02x}:10")
 }
 
+/// The bridge's MAC (the harness's side of the LAN), the same in every namespace: a device
+/// restored from a snapshot saved on another target's LAN finds the harness's address at the
+/// MAC its neighbour cache holds, instead of waiting ~55 s for the stale entry to go.
+pub const BRIDGE_MAC: &str = "52:54:00:77:00:01";
+
 /// The address dnsmasq gives the device's primary NIC.
 pub const DUT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 
@@ -51,7 +56,9 @@ impl Lan {
         }
         let host = format!("{HOST_IP}/24");
         ip(&["link", "set", "lo", "up"])?;
-        ip(&["link", "add", "br0", "type", "bridge"])?;
+        ip(&[
+            "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge",
+        ])?;
         ip(&["addr", "add", &host, "dev", "br0"])?;
         ip(&["link", "set", "br0", "up"])?;
         let log = dir.join("dnsmasq.log");

@@ -791,8 +791,9 @@ fn open_lock(folder: &Folder, file: &str) -> Result<File> {
         .ok_or_else(|| Error::infra(format!("cannot open {}", folder.path.join(file).display())))
 }
 
-/// A non-blocking `flock` `op` on `file`: whether it was granted.
-fn try_flock(file: &File, op: FlockOperation, path: &Path) -> Result<bool> {
+/// A non-blocking `flock` `op` on `file`: whether it was granted (`path` names it in errors).
+/// Also the snapshot cache's lock (`runner::snapshots`).
+pub fn try_flock(file: &File, op: FlockOperation, path: &Path) -> Result<bool> {
     loop {
         match rustix::fs::flock(file, op) {
             Ok(()) => return Ok(true),

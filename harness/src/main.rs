@@ -305,6 +305,7 @@ fn run(args: RunArgs) -> Result<i32> {
         rerun_failures: args.rerun_failures,
         lease_wait: std::time::Duration::from_secs(args.lease_wait),
         follow: args.follow,
+        no_snapshot: args.no_snapshot,
     };
     let live = harness::live::Live::new(std::io::stderr().is_terminal());
     let summary = harness::runner::run(&root, &opts, &live);

@@ -56,6 +56,29 @@ pub fn state_dir() -> PathBuf {
         .join("harness")
 }
 
+/// Makes `dir` (and its parents) a folder only this user may enter: created 0700 when
+/// missing, set to 0700, refused (bad input naming `why`, e.g. "refusing to put the run's
+/// private key there (set HARNESS_STATE)") when it is not a folder of this user's own.
+pub fn private_dir(dir: &Path, why: &str) -> Result<()> {
+    use crate::error::Context;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .infra_ctx(|| format!("cannot create {}", dir.display()))?;
+    let meta =
+        std::fs::symlink_metadata(dir).infra_ctx(|| format!("cannot read {}", dir.display()))?;
+    if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(Error::input(format!(
+            "{} is not a folder of this user's own: {why}",
+            dir.display()
+        )));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .infra_ctx(|| format!("cannot restrict {}", dir.display()))
+}
+
 /// Writes `bytes` to `path` atomically (a temp file in the same folder, renamed over it) with
 /// permission bits `mode`. In a sticky folder only a file's owner may replace it; there the
 /// file is rewritten in place, which callers make safe by holding a lock.

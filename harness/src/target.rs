@@ -51,6 +51,32 @@ pub trait Target {
             None => Ok(()),
         }
     }
+    /// What a snapshot of this target's freshly booted device depends on, as text the runner
+    /// hashes into the snapshot's key with the image's changes (see `runner::snapshots`);
+    /// `None` for a target that cannot save and restore itself (a board, the emulated rig):
+    /// its fresh devices always boot.
+    fn snapshot_identity(&self) -> Option<String> {
+        None
+    }
+    /// Saves the running device into the folder `dir` (its state, disk layer and firmware
+    /// variables); the device is off afterwards. Only for a target with a
+    /// [`Target::snapshot_identity`].
+    fn save_snapshot(&mut self, dir: &Path) -> Result<()> {
+        let _ = dir;
+        Err(crate::Error::infra(format!(
+            "{} cannot save snapshots",
+            self.name()
+        )))
+    }
+    /// Starts the device from the snapshot in `dir`, running where it was saved, its disk a
+    /// new layer over the saved one. Only for a target with a [`Target::snapshot_identity`].
+    fn restore_snapshot(&mut self, dir: &Path) -> Result<()> {
+        let _ = dir;
+        Err(crate::Error::infra(format!(
+            "{} cannot restore snapshots",
+            self.name()
+        )))
+    }
     /// Ends the run: the device is powered off; `keep` keeps work files for a post-mortem.
     fn finish(&mut self, keep: bool) {
         let _ = keep;

@@ -39,6 +39,11 @@ pub struct SuiteFile {
     /// and go to one target together, split only where a test wants a `fresh` one.
     #[serde(default)]
     pub independent: bool,
+    /// Fresh devices of this suite may be restored from a snapshot of a freshly booted one
+    /// (the default; see `runner::snapshots`). `false` for a suite whose subject is the boot
+    /// itself: each of its fresh devices boots.
+    #[serde(default = "yes")]
+    pub snapshot: bool,
     /// The tests in the order they run; default: every other `*.yaml` file, sorted by name.
     /// An entry is a test's name, or a path to a test file (relative to the suite folder,
     /// ending in `.yaml`), so a suite can reuse another suite's tests.

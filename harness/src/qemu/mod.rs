@@ -11,6 +11,7 @@
 pub mod accel;
 pub mod overlay;
 pub mod rig;
+pub mod snapshot;
 pub mod target;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
@@ -82,6 +83,9 @@ pub struct QemuMachine {
     engine_port: u16,
     child: Option<Child>,
     qmp: Option<Qmp>,
+    /// The state file the next start loads (a restore); taken by that start, so a later
+    /// power on boots from the disk.
+    incoming: Option<PathBuf>,
 }
 
 impl QemuMachine {
@@ -116,6 +120,7 @@ impl QemuMachine {
             console,
             child: None,
             qmp: None,
+            incoming: None,
         })
     }
 
@@ -262,6 +267,8 @@ impl QemuMachine {
                     .flat_map(|(netdev, device)| ["-netdev", netdev, "-device", device]),
             )
             .args(["-device", "virtio-rng-pci"])
+            // A new generation id per start: a restored guest reseeds its random state.
+            .args(["-device", "vmgenid"])
             .arg("-chardev")
             .arg(match o.serial {
                 Serial::Socket => format!(
@@ -280,7 +287,44 @@ impl QemuMachine {
         if o.serial == Serial::Pty {
             cmd.arg("-S");
         }
+        if self.incoming.is_some() {
+            cmd.args(["-incoming", "defer"]);
+        }
         cmd
+    }
+
+    /// Saves the running machine: its RAM and device state into `state` (see [`snapshot`]),
+    /// then QEMU quits, so the overlay and UEFI variables are complete on disk.
+    pub fn save(&mut self, state: &Path) -> Result<()> {
+        let mut child = self
+            .child
+            .take()
+            .ok_or_else(|| Error::infra("QEMU is not running"))?;
+        let saved = {
+            let dir = self.opts.dir.clone();
+            let qmp = self
+                .qmp
+                .as_mut()
+                .ok_or_else(|| Error::infra("QEMU is not running"))?;
+            snapshot::save(qmp, state, &mut || exited(&dir, &mut child))
+        };
+        self.child = Some(child);
+        let stopped = self.stop();
+        saved.and(stopped)
+    }
+
+    /// Restores a saved machine: a new overlay over the frozen `layer`, a copy of the saved
+    /// UEFI variables `vars`, and QEMU started to load `state` and run on from it. A later
+    /// power on boots from this overlay.
+    pub fn restore(&mut self, state: &Path, layer: &Path, vars: &Path) -> Result<()> {
+        self.stop()?;
+        snapshot::overlay_over(layer, &self.overlay())?;
+        std::fs::copy(vars, self.opts.dir.join("vars.fd"))
+            .infra_ctx(|| format!("cannot copy {}", vars.display()))?;
+        self.incoming = Some(state.to_path_buf());
+        let started = self.start();
+        self.incoming = None;
+        started
     }
 
     fn start(&mut self) -> Result<()> {
@@ -308,8 +352,22 @@ impl QemuMachine {
             .map_err(|e| self.explain_exit(&mut child, e))?;
             console.attach(Box::new(serial))?;
         }
-        let qmp = Qmp::connect(&dir.join("qmp.sock"), Duration::from_secs(20))
+        let mut qmp = Qmp::connect(&dir.join("qmp.sock"), Duration::from_secs(20))
             .map_err(|e| self.explain_exit(&mut child, e))?;
+        if let Some(state) = self.incoming.clone() {
+            let dir = dir.clone();
+            let loaded = snapshot::load(&mut qmp, &state, &mut || exited(&dir, &mut child));
+            if let Err(e) = loaded {
+                // QEMU exits on a failed load: give it a moment to, for its own words.
+                let _ = child.wait_timeout(Duration::from_secs(3));
+                let e = self.explain_exit(&mut child, e);
+                child.kill();
+                if let Some(console) = &self.console {
+                    console.detach();
+                }
+                return Err(e);
+            }
+        }
         self.child = Some(child);
         self.qmp = Some(qmp);
         Ok(())
@@ -317,16 +375,7 @@ impl QemuMachine {
 
     /// If QEMU died, its last stderr line says why better than a socket error.
     fn explain_exit(&self, child: &mut Child, e: Error) -> Error {
-        if let Ok(Some(status)) = child.try_wait() {
-            let log = std::fs::read_to_string(self.opts.dir.join("qemu.log")).unwrap_or_default();
-            let last = log
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            return Error::infra(format!("QEMU exited ({status}): {last}"));
-        }
-        e
+        exited(&self.opts.dir, child).err().unwrap_or(e)
     }
 
     fn stop(&mut self) -> Result<()> {
@@ -366,6 +415,20 @@ impl Drop for QemuMachine {
     }
 }
 
+/// Fails, with QEMU's last stderr line (`DIR/qemu.log`), when `child` has exited.
+fn exited(dir: &Path, child: &mut Child) -> Result<()> {
+    if let Ok(Some(status)) = child.try_wait() {
+        let log = std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default();
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(Error::infra(format!("QEMU exited ({status}): {last}")));
+    }
+    Ok(())
+}
+
 /// A free TCP port on 127.0.0.1 (bound and released; QEMU binds it right after).
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").infra_ctx(|| "cannot find a free port".into())?;
@@ -390,9 +453,14 @@ mod tests {
     use super::*;
 
     fn args(disk: Disk, serial: Serial) -> String {
+        args_with(disk, serial, None)
+    }
+
+    fn args_with(disk: Disk, serial: Serial, incoming: Option<&str>) -> String {
         let dir = tempfile::tempdir().unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let machine = crate::config::machine::load(&root, "qemux86-64").unwrap();
+        std::fs::write(dir.path().join("card.img"), vec![0u8; 1 << 20]).unwrap();
         let opts = QemuOptions {
             spec: machine.qemu.unwrap(),
             base_image: dir.path().join("card.img"),
@@ -402,7 +470,8 @@ mod tests {
             disk,
             serial,
         };
-        let m = QemuMachine::create(opts, None).unwrap();
+        let mut m = QemuMachine::create(opts, None).unwrap();
+        m.incoming = incoming.map(PathBuf::from);
         let cmd = m.command();
         cmd.get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -420,5 +489,22 @@ mod tests {
         );
         assert!(line.ends_with(" -S"), "{line}");
         assert!(!line.contains("overlay.qcow2"), "{line}");
+    }
+
+    #[test]
+    fn every_start_has_a_vmgenid_and_only_a_restore_waits_for_incoming_state() {
+        let line = args(Disk::Overlay, Serial::Socket);
+        assert!(line.contains("-device vmgenid"), "{line}");
+        assert!(!line.contains("-incoming"), "{line}");
+        let restore = args_with(Disk::Overlay, Serial::Socket, Some("/s/state.mig"));
+        assert!(restore.ends_with(" -incoming defer"), "{restore}");
+        // The same machine on both sides of a migration: only -incoming differs.
+        assert_eq!(
+            restore
+                .trim_end_matches(" -incoming defer")
+                .split(' ')
+                .count(),
+            line.split(' ').count()
+        );
     }
 }

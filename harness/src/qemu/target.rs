@@ -2,6 +2,7 @@
 //! while the machine is off, so the user's image is never written.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use super::{Network, QemuMachine, QemuOptions};
@@ -12,6 +13,14 @@ use crate::error::Result;
 use crate::image::configure::{changed_ranges, edit_boot_partition, Change};
 use crate::image::partitions::Partition;
 use crate::target::Target;
+
+/// A snapshot's files (in its folder): the machine's state, the frozen disk layer, the UEFI
+/// variables.
+pub const STATE: &str = "state.mig";
+/// See [`STATE`].
+pub const LAYER: &str = "disk.qcow2";
+/// See [`STATE`].
+pub const VARS: &str = "vars.fd";
 
 /// A QEMU machine playing the device.
 pub struct QemuTarget {
@@ -131,6 +140,52 @@ impl Target for QemuTarget {
         self.machine.check_running().map_err(|e| {
             crate::Error::infra(format!("{e} (console: {})", self.console.last_lines(3)))
         })
+    }
+
+    fn snapshot_identity(&self) -> Option<String> {
+        use super::snapshot::{file_identity, which};
+        let o = &self.opts;
+        let network = match &o.network {
+            Network::User => "user".to_string(),
+            Network::Lan(taps) => {
+                let macs: Vec<&str> = taps.iter().map(|(_, mac)| mac.as_str()).collect();
+                format!("lan {}", macs.join(" "))
+            }
+        };
+        Some(
+            [
+                format!("qemu: {}", file_identity(&which(&o.spec.binary), true)),
+                format!("spec: {:?}", o.spec),
+                format!(
+                    "firmware code: {}",
+                    file_identity(&o.spec.firmware.code, true)
+                ),
+                format!(
+                    "firmware vars: {}",
+                    file_identity(&o.spec.firmware.vars, true)
+                ),
+                format!("accel: {}", o.accel.qemu_name()),
+                format!("network: {network}"),
+                format!("disk: {:?}, serial: {:?}", o.disk, o.serial),
+                // Not ctime: other devices' runs may touch it (a link count, a chmod).
+                format!("image: {}", file_identity(&o.base_image, false)),
+            ]
+            .join("\n"),
+        )
+    }
+
+    fn save_snapshot(&mut self, dir: &Path) -> Result<()> {
+        self.machine.save(&dir.join(STATE))?;
+        super::snapshot::freeze(&self.machine.overlay(), &dir.join(LAYER))?;
+        let vars = self.opts.dir.join("vars.fd");
+        std::fs::copy(&vars, dir.join(VARS))
+            .map(|_| ())
+            .map_err(|e| crate::Error::infra(format!("cannot copy {}: {e}", vars.display())))
+    }
+
+    fn restore_snapshot(&mut self, dir: &Path) -> Result<()> {
+        self.machine
+            .restore(&dir.join(STATE), &dir.join(LAYER), &dir.join(VARS))
     }
 
     fn finish(&mut self, keep: bool) {

@@ -5,10 +5,10 @@
 //! 0700 folder of the harness's own under its state folder, removed when the run ends (kept
 //! with `--keep`, for logging in by hand afterwards).
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Context, Error, Result};
+use crate::error::{Context, Result};
 
 /// A key pair on disk.
 pub struct KeyPair {
@@ -24,40 +24,16 @@ pub struct KeyPair {
 /// (created 0700 if missing; refused if another user owns it), the public key in `run_dir`
 /// too. With `keep` the private key outlives the run.
 pub fn generate(run_dir: &Path, keys_root: &Path, keep: bool) -> Result<KeyPair> {
-    use ssh_key::{rand_core::OsRng, Algorithm, LineEnding, PrivateKey};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(keys_root)
-        .infra_ctx(|| format!("cannot create {}", keys_root.display()))?;
-    let meta = std::fs::symlink_metadata(keys_root)
-        .infra_ctx(|| format!("cannot read {}", keys_root.display()))?;
-    {
-        use std::os::unix::fs::MetadataExt;
-        if !meta.is_dir() || meta.uid() != rustix::process::geteuid().as_raw() {
-            return Err(Error::input(format!(
-                "{} is not a folder of this user's own: refusing to put the run's private key there (set HARNESS_STATE)",
-                keys_root.display()
-            )));
-        }
-    }
-    std::fs::set_permissions(keys_root, std::fs::Permissions::from_mode(0o700))
-        .infra_ctx(|| format!("cannot restrict {}", keys_root.display()))?;
+    crate::paths::private_dir(
+        keys_root,
+        "refusing to put the run's private key there (set HARNESS_STATE)",
+    )?;
     let dir = tempfile::Builder::new()
         .prefix("run-")
         .permissions(std::fs::Permissions::from_mode(0o700))
         .tempdir_in(keys_root)
         .infra_ctx(|| format!("cannot create a key folder in {}", keys_root.display()))?;
-    let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
-        .infra_ctx(|| "cannot make an SSH key".into())?;
-    key.set_comment("harness");
-    let private = dir.path().join("id_ed25519");
-    key.write_openssh_file(&private, LineEnding::LF)
-        .infra_ctx(|| format!("cannot write {}", private.display()))?;
-    let public = key
-        .public_key()
-        .to_openssh()
-        .infra_ctx(|| "cannot encode the SSH public key".into())?;
+    let (private, public) = write_pair(dir.path())?;
     std::fs::write(run_dir.join("id_ed25519.pub"), format!("{public}\n"))
         .infra_ctx(|| "cannot write the public key".into())?;
     let dir = if keep {
@@ -73,9 +49,31 @@ pub fn generate(run_dir: &Path, keys_root: &Path, keep: bool) -> Result<KeyPair>
     })
 }
 
+/// Makes an Ed25519 key pair in the folder `dir` (which the caller keeps private):
+/// `id_ed25519` (mode 0600) and `id_ed25519.pub`; returns the private key's path and the
+/// public key line. A snapshot's key pair is made so (see `runner::snapshots`).
+pub fn write_pair(dir: &Path) -> Result<(PathBuf, String)> {
+    use ssh_key::{rand_core::OsRng, Algorithm, LineEnding, PrivateKey};
+    let mut key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
+        .infra_ctx(|| "cannot make an SSH key".into())?;
+    key.set_comment("harness");
+    let private = dir.join("id_ed25519");
+    let _ = std::fs::remove_file(&private);
+    key.write_openssh_file(&private, LineEnding::LF)
+        .infra_ctx(|| format!("cannot write {}", private.display()))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .infra_ctx(|| "cannot encode the SSH public key".into())?;
+    std::fs::write(dir.join("id_ed25519.pub"), format!("{public}\n"))
+        .infra_ctx(|| "cannot write the public key".into())?;
+    Ok((private, public))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use std::os::unix::fs::MetadataExt;
 
     #[test]

@@ -13,6 +13,7 @@ pub mod farm;
 pub mod keys;
 pub mod media;
 pub mod plan;
+pub mod snapshots;
 pub mod targets;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,8 @@ pub struct RunOptions {
     pub lease_wait: Duration,
     /// A target whose serial console is streamed to stdout.
     pub follow: Option<String>,
+    /// Every fresh device boots: no snapshots are restored or made (`--no-snapshot`).
+    pub no_snapshot: bool,
 }
 
 /// The terminal side of a run: lines to print and what each target is doing.
@@ -202,6 +205,17 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
         ui.line(n);
     }
     let key = keys::generate(&dir, &crate::paths::state_dir().join("keys"), opts.keep)?;
+    let snapshots = match opts.no_snapshot {
+        true => None,
+        false => match snapshots::Snapshots::from_env() {
+            Ok(cache) => Some(cache),
+            Err(e @ Error::Input(_)) => return Err(e),
+            Err(e) => {
+                ui.line(&format!("snapshots: off for this run ({e})"));
+                None
+            }
+        },
+    };
     let junit = opts.junit.clone().unwrap_or_else(|| dir.join("junit.xml"));
     let image = machines
         .values()
@@ -250,6 +264,7 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
         machines: &machines,
         dir: &dir,
         key: &key,
+        snapshots: snapshots.as_ref(),
         queue: &queue,
         reporter: &reporter,
         ui,

@@ -122,8 +122,9 @@ pub fn build_for(
     Ok(plan)
 }
 
-/// Variables the runner sets for every test (`worker::run_jobs`).
-pub const RUNNER_VARS: &[&str] = &["slug", "machine", "host_ip"];
+/// Variables the runner sets for every test (`worker::run_jobs`; `host_time`, the host's
+/// clock when a step is sent, `Dut::expand`).
+pub const RUNNER_VARS: &[&str] = &["slug", "machine", "host_ip", "host_time"];
 
 /// Variables the reference image sets (`media::prepare`), for a run without `--image`.
 pub const REFERENCE_VARS: &[&str] = &[
@@ -773,7 +774,8 @@ mod tests {
             v.sort();
             v
         };
-        assert_eq!(set(include_str!("farm/worker.rs")), sorted(RUNNER_VARS));
+        let runner = [include_str!("farm/worker.rs"), include_str!("exec/dut.rs")].concat();
+        assert_eq!(set(&runner), sorted(RUNNER_VARS));
         assert_eq!(set(include_str!("media.rs")), sorted(REFERENCE_VARS));
     }
 

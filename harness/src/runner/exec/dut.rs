@@ -25,8 +25,13 @@ pub fn refused_keyless(why: &str) -> String {
 pub struct Dut<'t> {
     /// The device.
     pub target: &'t mut dyn Target,
-    /// The run's private key (its public half is in `os.sshKeys`).
+    /// The private key the device lets in: the run's, or that of the snapshot the device was
+    /// restored from (see [`Dut::use_snapshot`]).
     pub key: PathBuf,
+    /// The run's private key (its public half is in `os.sshKeys` of a device booted for real).
+    run_key: PathBuf,
+    /// The snapshot the device was restored from, held while the device runs on it.
+    snapshot: Option<crate::runner::snapshots::Hold>,
     /// Values substituted for `{{name}}` in step strings.
     pub vars: BTreeMap<String, String>,
     /// The run's folder (for files fetched from the device).
@@ -49,6 +54,8 @@ impl<'t> Dut<'t> {
     pub fn new(target: &'t mut dyn Target, key: PathBuf, run_dir: PathBuf) -> Dut<'t> {
         Dut {
             target,
+            run_key: key.clone(),
+            snapshot: None,
             key,
             vars: BTreeMap::new(),
             run_dir,
@@ -79,10 +86,30 @@ impl<'t> Dut<'t> {
         let _ = writeln!(self.transcript, "# {line}");
     }
 
-    /// Replaces `{{name}}` with the run's values.
+    /// The device runs on the snapshot `hold` (restored from it): its key lets it in, and it
+    /// is held until the next fresh device.
+    pub fn use_snapshot(&mut self, hold: crate::runner::snapshots::Hold) {
+        self.key = hold.private_key();
+        self.keyless = false;
+        self.snapshot = Some(hold);
+    }
+
+    /// The device no longer runs on a snapshot (it is off, for a fresh image): the run's key
+    /// again, and the snapshot is let go.
+    pub fn leave_snapshot(&mut self) {
+        self.key = self.run_key.clone();
+        self.snapshot = None;
+    }
+
+    /// Replaces `{{name}}` with the run's values; `{{host_time}}` is the host's clock now,
+    /// in seconds since the epoch.
     pub fn expand(&self, s: &str) -> String {
+        let mut vars = self.vars.clone();
+        if s.contains("{{host_time}}") {
+            vars.insert("host_time".into(), crate::clock::now_unix().to_string());
+        }
         let mut out = s.to_string();
-        for (k, v) in &self.vars {
+        for (k, v) in &vars {
             out = out.replace(&format!("{{{{{k}}}}}"), v);
         }
         out
@@ -107,6 +134,17 @@ impl<'t> Dut<'t> {
             Error::Failed(m) if keyless => Error::Failed(refused_keyless(&m)),
             other => other,
         })
+    }
+
+    /// Logs in at once, without waiting for the SSH banner first: for a device that is up
+    /// already (restored from a snapshot), where a socket-activated sshd would otherwise
+    /// start twice, once for the banner and once for the login.
+    pub fn login_at_once(&mut self, timeout: Duration) -> Result<()> {
+        let target = self.ssh_target(!self.keyless, timeout)?;
+        let session = Ssh::connect(&target, timeout)?;
+        self.pin_host_key(&session, target.addr)?;
+        self.ssh = Some(session);
+        Ok(())
     }
 
     fn connect_with(&mut self, with_key: bool, timeout: Duration) -> Result<()> {

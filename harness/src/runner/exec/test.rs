@@ -1,12 +1,11 @@
-//! One test on one device: a fresh device with the suite's configuration, the test's steps
-//! in order within its timeout, and what the device's `config.json` says afterwards.
+//! One test on one device: the test's steps in order within its timeout, and what the
+//! device's `config.json` says afterwards (its fresh device: [`super::fresh`]).
 
 use std::time::{Duration, Instant};
 
 use super::dut::Dut;
 use crate::config::suite::{Capability, Suite, TestFile};
 use crate::error::{Error, Result};
-use crate::image::configure::Change;
 use crate::report::Outcome;
 
 /// The device's `config.json`, or `None` when it cannot be read.
@@ -17,40 +16,6 @@ pub fn device_config(dut: &mut Dut) -> Option<serde_json::Value> {
     let config = serde_json::from_str(&out.stdout).ok()?;
     crate::redact::secrets_of_config(&config);
     Some(config)
-}
-
-/// A fresh image with the suite's configuration and the run's key, booted to SSH. Without a
-/// key (`None`: a test with `ssh_key: false`) `config.json` has no `os.sshKeys` at all and
-/// every login from now on is password-less.
-pub fn fresh_boot(
-    dut: &mut Dut,
-    suite: &Suite,
-    public_key: Option<&str>,
-    timeout: Duration,
-) -> Result<Duration> {
-    dut.disconnect();
-    dut.forget_host_key();
-    dut.target.power().off()?;
-    dut.target.fresh_image()?;
-    dut.keyless = public_key.is_none();
-    let changes = boot_changes(suite, public_key);
-    dut.target.configure_image(&changes)?;
-    let took = dut.boot(timeout)?;
-    for step in &suite.setup {
-        super::steps::run(dut, step, &suite.dir, Duration::from_secs(300))?;
-    }
-    Ok(took)
-}
-
-/// What a fresh device's image gets: the suite's configuration and files, then the run's
-/// key in `os.sshKeys`, or no `os.sshKeys` at all.
-pub fn boot_changes(suite: &Suite, public_key: Option<&str>) -> Vec<Change> {
-    let mut changes = super::steps::changes(&suite.file.config, &[], &suite.file.files);
-    changes.push(match public_key {
-        Some(key) => Change::Set("os.sshKeys".into(), serde_json::json!([key]).to_string()),
-        None => Change::Remove("os.sshKeys".into()),
-    });
-    changes
 }
 
 pub fn missing_capability(requires: &[Capability], has: &[Capability]) -> Option<String> {
@@ -169,43 +134,6 @@ mod tests {
         assert_eq!(
             NOT_REFERENCE,
             "reference-only test: this image does not declare itself the reference image (/usr/lib/balena/reference-image)"
-        );
-    }
-
-    #[test]
-    fn a_fresh_device_without_the_key_has_no_ssh_keys_at_all() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("suite.yaml"),
-            "description: s\nconfig: {developmentMode: true, os.sshKeys: [x]}\ntests: [a]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("a.yaml"),
-            "description: a\nssh_key: false\nsteps:\n  - ssh: {run: 'true'}\n",
-        )
-        .unwrap();
-        let suite = crate::config::suite::load(dir.path()).unwrap();
-        let mut config =
-            crate::image::config_json::ConfigJson::parse(br#"{"os":{"sshKeys":["old"]}}"#, "t")
-                .unwrap();
-        for change in boot_changes(&suite, None) {
-            match change {
-                Change::Set(k, v) => config.set(&k, &v).unwrap(),
-                Change::Remove(k) => {
-                    config.remove(&k);
-                }
-                _ => {}
-            }
-        }
-        assert_eq!(config.0.get("os"), Some(&serde_json::json!({})));
-        assert_eq!(
-            config.0.get("developmentMode"),
-            Some(&serde_json::json!(true))
-        );
-        let with = boot_changes(&suite, Some("ssh-ed25519 AAAA harness"));
-        assert!(
-            matches!(with.last(), Some(Change::Set(k, v)) if k == "os.sshKeys" && v.contains("AAAA"))
         );
     }
 }

@@ -20,9 +20,11 @@ use crate::qemu::accel::Accel;
 use crate::qemu::rig::Emulator;
 use crate::report::{Outcome, Reporter, TargetReport, TargetStatus, TestResult};
 use crate::runner::exec::dut::Dut;
-use crate::runner::exec::test::{device_config, fresh_boot, missing_capability, run_test, TestEnd};
+use crate::runner::exec::fresh::fresh_boot;
+use crate::runner::exec::test::{device_config, missing_capability, run_test, TestEnd};
 use crate::runner::media::Media;
 use crate::runner::plan::Plan;
+use crate::runner::snapshots::Snapshots;
 use crate::runner::targets::{Kind, TargetSpec};
 use crate::runner::{keys::KeyPair, RunOptions, Ui};
 
@@ -40,6 +42,8 @@ pub struct Shared<'a> {
     pub dir: &'a Path,
     /// The run's SSH key.
     pub key: &'a KeyPair,
+    /// The snapshot cache, unless `--no-snapshot`.
+    pub snapshots: Option<&'a Snapshots>,
     /// The jobs.
     pub queue: &'a Queue,
     /// The reports.
@@ -427,7 +431,7 @@ fn run_job(
     };
     let need_boot = policy::needs_boot(state.held(), wants(first));
     let begin = Instant::now();
-    let mut boot_seconds = None;
+    let mut boot_figures = Vec::new();
     if need_boot {
         sh.set(
             spec,
@@ -436,8 +440,9 @@ fn run_job(
         );
         sh.say(spec, &format!("{}: booting a fresh device", suite.name));
         let timeout = Duration::from_secs(plan.machine.boot_timeout);
-        match fresh_boot(dut, suite, key_for(first), timeout) {
-            Ok(took) => {
+        let mut say = |l: &str| sh.say(spec, &format!("{}: {l}", suite.name));
+        match fresh_boot(dut, suite, key_for(first), sh.snapshots, timeout, &mut say) {
+            Ok(fresh) => {
                 *state = DeviceState {
                     suite: Some(job.chain.suite),
                     pristine: true,
@@ -445,15 +450,8 @@ fn run_job(
                     config: suite.file.independent.then(|| device_config(dut)).flatten(),
                     changed: false,
                 };
-                boot_seconds = Some(took.as_secs_f64());
-                sh.say(
-                    spec,
-                    &format!(
-                        "{}: device up (SSH) after {:.1}s",
-                        suite.name,
-                        took.as_secs_f64()
-                    ),
-                );
+                sh.say(spec, &format!("{}: {}", suite.name, fresh.describe()));
+                boot_figures = fresh.figures();
             }
             Err(_) if crate::interrupt::requested() => return JobEnd::Interrupted,
             Err(e) => {
@@ -485,13 +483,21 @@ fn run_job(
             sh.say(spec, &format!("RUN   {label}"));
             let fresh = if policy::needs_boot(state.held(), wants(test)) {
                 state.keyless = !test.ssh_key;
+                let mut say = |l: &str| sh.say(spec, &format!("{label}: {l}"));
                 fresh_boot(
                     dut,
                     suite,
                     key_for(test),
+                    sh.snapshots,
                     Duration::from_secs(plan.machine.boot_timeout),
+                    &mut say,
                 )
-                .map(|took| dut.record("boot_seconds", format!("{:.1}", took.as_secs_f64())))
+                .map(|fresh| {
+                    sh.say(spec, &format!("{label}: {}", fresh.describe()));
+                    for (name, value) in fresh.figures() {
+                        dut.record(name, value);
+                    }
+                })
             } else {
                 Ok(())
             };
@@ -523,8 +529,8 @@ fn run_job(
             other => other,
         };
         let (transcript, mut properties) = dut.take_test_record();
-        if let Some(s) = boot_seconds.take() {
-            properties.insert(0, ("boot_seconds".into(), format!("{s:.1}")));
+        for (name, value) in std::mem::take(&mut boot_figures).into_iter().rev() {
+            properties.insert(0, (name.to_string(), value));
         }
         let console = dut
             .target
@@ -643,6 +649,7 @@ fn known_good_boots(
     dut.forget_host_key();
     dut.keyless = false;
     let _ = dut.target.power().off();
+    dut.leave_snapshot();
     dut.target.use_image(&known_good.image, &known_good.boot);
     let key = Change::Set(
         "os.sshKeys".into(),
