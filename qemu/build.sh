@@ -44,7 +44,7 @@ require_tools debootstrap:debootstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools m
 	sfdisk:fdisk grub-mkstandalone:grub-common grub-editenv:grub-common \
 	/usr/lib/grub/x86_64-efi/linux.mod:grub-efi-amd64-bin zstd:zstd jq:jq cpio:cpio \
 	dpkg-deb:dpkg apt-get:apt apt-cache:apt truncate:coreutils "$BUSYBOX:busybox-static" \
-	xz:xz-utils e2fsck:e2fsprogs fsck.fat:dosfstools
+	xz:xz-utils e2fsck:e2fsprogs fsck.fat:dosfstools strip:binutils
 if grep -q '/lib64/ld-linux-x86-64.so' "$BUSYBOX"; then
 	die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"
 fi

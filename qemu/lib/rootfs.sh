@@ -80,6 +80,16 @@ rootfs_trim() {
 	# docker.io extras the engine does not run: libnetwork test tools, the
 	# containerd CLI and the legacy v1 shims (dockerd uses runc.v2).
 	rm -f "$root"/usr/bin/{dnet,ctr,containerd-shim,containerd-shim-runc-v1} "$root"/usr/sbin/ovrouter
+	# Every MiB here is a MiB the device reads, hashes and writes in each host OS update
+	# (hostapp-update loads this tree as one layer, minutes per load under emulation):
+	# - udev's hardware database (names and keymaps for real hardware; a VM needs none,
+	#   and without hwdb.d systemd-hwdb-update has nothing to rebuild);
+	# - glibc's iconv modules (UTF-8 and the other built-in charsets stay);
+	# - perl (only dpkg's and debconf's maintainer scripts use it; the device runs none).
+	rm -rf "$root"/usr/lib/udev/hwdb.d "$root"/usr/lib/udev/hwdb.bin "$root"/etc/udev/hwdb.bin \
+		"$root"/usr/lib/x86_64-linux-gnu/gconv \
+		"$root"/usr/bin/perl "$root"/usr/bin/perl5.* "$root"/usr/lib/x86_64-linux-gnu/perl-base \
+		"$root"/usr/lib/x86_64-linux-gnu/perl "$root"/usr/share/perl "$root"/usr/share/perl5
 	cat >"$root/etc/dpkg/dpkg.cfg.d/01-balena-nodoc" <<-'EOC'
 		path-exclude=/usr/share/doc/*
 		path-exclude=/usr/share/man/*
