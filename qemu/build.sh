@@ -121,6 +121,8 @@ mkvfat "$WORK/boot.vfat" "$BOOT_MIB" resin-boot "$WORK/boot"
 
 step "making resin-state and resin-data"
 mkdir -p "$WORK/state/root-overlay/etc/ssh/hostkeys" "$WORK/state/root-overlay/var/log/journal" "$WORK/data"
+# The state bind mounts' sources, seeded as boot-setup would on first boot.
+state_seed "$ROOT" "$WORK/state/root-overlay"
 # The reset markers ship with the image: a missing one asks for a reset at the next boot.
 touch "$WORK/state/remove_me_to_reset" "$WORK/data/remove_me_to_reset"
 mkext4 "$WORK/state.ext4" "$STATE_MIB" resin-state "$WORK/state"
