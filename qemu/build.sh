@@ -44,7 +44,7 @@ require_tools debootstrap:debootstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools m
 	sfdisk:fdisk grub-mkstandalone:grub-common grub-editenv:grub-common \
 	/usr/lib/grub/x86_64-efi/linux.mod:grub-efi-amd64-bin zstd:zstd jq:jq cpio:cpio \
 	dpkg-deb:dpkg apt-get:apt apt-cache:apt truncate:coreutils "$BUSYBOX:busybox-static" \
-	xz:xz-utils e2fsck:e2fsprogs fsck.fat:dosfstools
+	xz:xz-utils e2fsck:e2fsprogs fsck.fat:dosfstools strip:binutils
 if grep -q '/lib64/ld-linux-x86-64.so' "$BUSYBOX"; then
 	die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"
 fi
@@ -121,6 +121,8 @@ mkvfat "$WORK/boot.vfat" "$BOOT_MIB" resin-boot "$WORK/boot"
 
 step "making resin-state and resin-data"
 mkdir -p "$WORK/state/root-overlay/etc/ssh/hostkeys" "$WORK/state/root-overlay/var/log/journal" "$WORK/data"
+# The state bind mounts' sources, seeded as boot-setup would on first boot.
+state_seed "$ROOT" "$WORK/state/root-overlay"
 # The reset markers ship with the image: a missing one asks for a reset at the next boot.
 touch "$WORK/state/remove_me_to_reset" "$WORK/data/remove_me_to_reset"
 mkext4 "$WORK/state.ext4" "$STATE_MIB" resin-state "$WORK/state"

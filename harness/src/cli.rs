@@ -47,6 +47,48 @@ pub enum Command {
     /// Read the reports of finished runs.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// The board-porting report: check an image for a machine without booting it, then run
+    /// suite/os, suite/hup and suite/engine on it; write porting.json and porting.html, one
+    /// row per balenaOS contract.
+    ///
+    /// Exit codes: 0 every contract checked held, 1 a contract failed, 2 bad input,
+    /// 3 infrastructure failure, 130 interrupted.
+    PortCheck(PortCheckArgs),
+}
+
+/// `harness port-check`.
+#[derive(Debug, Args)]
+pub struct PortCheckArgs {
+    /// The machine type (see `harness machines`), or a machine file (`path/to/board.yaml`).
+    #[arg(long)]
+    pub machine: String,
+    /// The image (packed or raw); default: the machine's reference image.
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Run the suites on this rig (a board of the machine) instead of QEMU.
+    #[arg(long)]
+    pub rig: Option<String>,
+    /// A suite to run instead of suite/os, suite/hup and suite/engine; may repeat.
+    #[arg(long = "suite")]
+    pub suites: Vec<String>,
+    /// Run only the tests whose `suite/test` matches this regex.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Only the checks on the image: no boot.
+    #[arg(long)]
+    pub static_only: bool,
+    /// The report's folder; default `reports/port-<date>-<machine>`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Set a suite variable, `NAME=VALUE`, as `harness run --var`.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// Force the accelerator (`kvm` or `tcg`) instead of probing.
+    #[arg(long, value_parser = ["kvm", "tcg"])]
+    pub accel: Option<String>,
+    /// Retries after an infrastructure failure, as `harness run --retries`.
+    #[arg(long, default_value_t = 1)]
+    pub retries: usize,
 }
 
 /// `harness run`.

@@ -22,7 +22,8 @@
 //! 5. results: `report` (the result types, the journal and its renderings)
 //! 6. the runner: `runner` (plan stage, then `runner::exec` for a test on a device, then
 //!    `runner::farm` for targets, queue and retries)
-//! 7. the front: `live`, `cli` (and `main.rs`)
+//! 7. the front: `port` (`harness port-check`, which calls the runner), `live`, `cli` (and
+//!    `main.rs`)
 
 pub mod board;
 pub mod cli;
@@ -40,6 +41,7 @@ pub mod lease;
 pub mod live;
 pub mod ntp;
 pub mod paths;
+pub mod port;
 pub mod process;
 pub mod qemu;
 pub mod qmp;

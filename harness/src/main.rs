@@ -65,7 +65,39 @@ fn dispatch(cli: Cli) -> Result<i32> {
             no_verify,
         } => flash(image, to, !no_verify),
         Command::Report(cmd) => report(cmd),
+        Command::PortCheck(args) => port_check(args),
     }
+}
+
+/// `harness port-check`: the porting report, its verdict on stdout.
+fn port_check(args: harness::cli::PortCheckArgs) -> Result<i32> {
+    harness::interrupt::install();
+    let root = paths::project_root()?;
+    let opts = harness::port::PortOptions {
+        machine: args.machine,
+        image: args.image,
+        rig: args.rig,
+        suites: args.suites,
+        filter: args.filter,
+        static_only: args.static_only,
+        out: args.out,
+        run: harness::runner::RunOptions {
+            vars: args.vars,
+            accel: args
+                .accel
+                .as_deref()
+                .and_then(harness::qemu::accel::Accel::parse),
+            retries: args.retries,
+            ..Default::default()
+        },
+    };
+    let live = harness::live::Live::new(std::io::stderr().is_terminal());
+    let summary = harness::port::check(&root, &opts, &live);
+    live.finish();
+    let summary = summary?;
+    println!("{}", summary.report.verdict.line);
+    println!("report: {}", summary.dir.join("porting.html").display());
+    Ok(summary.exit_code)
 }
 
 fn rigs() -> Result<i32> {

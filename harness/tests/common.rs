@@ -2,9 +2,12 @@
 
 #![allow(dead_code)]
 
+use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Tests that boot QEMU take this lock: two TCG guests at once on two cores only slow both.
 pub static QEMU: Mutex<()> = Mutex::new(());
@@ -120,4 +123,121 @@ pub fn pids_mentioning(program: &str, needle: &str) -> Vec<u32> {
 /// A run's `summary.json`.
 pub fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// The reference image (built by set-up; cached, so this returns at once).
+pub fn reference_image() -> PathBuf {
+    let out = harness()
+        .args(["image", "build", "--machine", "qemux86-64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(text.lines().last().expect("the image's path").trim())
+}
+
+/// A sparse copy of the reference image in `dir`.
+pub fn copy_of_reference(dir: &Path) -> PathBuf {
+    let copy = dir.join("image.img");
+    let status = std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(reference_image())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    copy
+}
+
+/// Chromium, as Debian installs it.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Runs Chromium headless with `args` and the page, in its own process group, killed after
+/// 60 s; returns its stdout.
+pub fn chromium(dir: &Path, args: &[String], page: &Path) -> String {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: install Debian's chromium (scripts/setup does)"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.join("chromium.out"), dir.join("chromium.err"));
+    let mut child = Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(format!("file://{}", page.display()))
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).unwrap())
+        .stderr(File::create(&err).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pgid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Chromium's helpers (zygote, renderer) share its group: end them all, whatever happened.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
+    let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+    match status {
+        None => panic!("chromium did not finish within 60s; its stderr ends:\n{tail:?}"),
+        Some(s) if !s.success() => panic!("chromium failed ({s}); its stderr ends:\n{tail:?}"),
+        Some(_) => std::fs::read_to_string(&out).unwrap(),
+    }
+}
+
+/// The element (up to its closing tag) whose opening tag holds `attrs`.
+pub fn element<'a>(dom: &'a str, tag: &str, attrs: &str) -> &'a str {
+    let at = dom
+        .find(attrs)
+        .unwrap_or_else(|| panic!("no <{tag}> with {attrs} in the DOM"));
+    let start = dom[..at].rfind(&format!("<{tag}")).unwrap();
+    let end = at + dom[at..].find(&format!("</{tag}>")).unwrap();
+    &dom[start..end]
+}
+
+/// The page loads nothing from outside: no absolute or protocol-relative `src`/`href`, no CSS
+/// `url(`.
+pub fn assert_self_contained(html: &str) {
+    let external = regex::Regex::new(r#"(?i)(src|href)\s*=\s*["']?\s*(https?:)?//"#).unwrap();
+    assert!(
+        !external.is_match(html),
+        "the page loads something from outside"
+    );
+    assert!(!html.contains("url("), "the page's CSS loads something");
+}
+
+/// A 1280x900 screenshot of `page` in headless Chromium, as `dir/name`; asserts it shows
+/// something (over 20 kB) and returns its size.
+pub fn screenshot(dir: &Path, page: &Path, name: &str) -> u64 {
+    let shot = dir.join(name);
+    chromium(
+        dir,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,900".into(),
+        ],
+        page,
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 20_000, "{} is {size} bytes", shot.display());
+    size
 }

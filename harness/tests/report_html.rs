@@ -3,19 +3,16 @@
 //!
 //! Set `REPORT_HTML_OUT=DIR` to keep the run's folder (page, screenshot, DOM) in `DIR`.
 
-use std::fs::File;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 mod common;
 
+use common::element;
 use harness::report::{
     Attempt, Outcome, Reporter, RunInfo, TargetReport, TargetStatus, TestResult,
 };
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const BROKEN: &str = "the device did not come up: SSH never answered within 300s";
 
 fn result(suite: &str, name: &str, target: &str, outcome: Outcome, secs: f64) -> TestResult {
@@ -110,68 +107,6 @@ fn build_run(dir: &Path) {
     rep.close().unwrap();
 }
 
-/// Runs Chromium headless with `args` and the page, in its own process group, killed after
-/// 60 s; returns its stdout.
-fn chromium(dir: &Path, args: &[String], page: &Path) -> String {
-    assert!(
-        Path::new(CHROMIUM).exists(),
-        "{CHROMIUM} is missing: install Debian's chromium (scripts/setup does)"
-    );
-    let profile = tempfile::tempdir().unwrap();
-    let (out, err) = (dir.join("chromium.out"), dir.join("chromium.err"));
-    let mut child = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(format!("file://{}", page.display()))
-        .stdin(Stdio::null())
-        .stdout(File::create(&out).unwrap())
-        .stderr(File::create(&err).unwrap())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let pgid = child.id() as i32;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    // Chromium's helpers (zygote, renderer) share its group: end them all, whatever happened.
-    unsafe { libc::kill(-pgid, libc::SIGKILL) };
-    let _ = child.wait();
-    let stderr = std::fs::read_to_string(&err).unwrap_or_default();
-    let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
-    match status {
-        None => panic!("chromium did not finish within 60s; its stderr ends:\n{tail:?}"),
-        Some(s) if !s.success() => panic!("chromium failed ({s}); its stderr ends:\n{tail:?}"),
-        Some(_) => std::fs::read_to_string(&out).unwrap(),
-    }
-}
-
-/// The element (up to its closing tag) whose opening tag holds `attrs`.
-fn element<'a>(dom: &'a str, tag: &str, attrs: &str) -> &'a str {
-    let at = dom
-        .find(attrs)
-        .unwrap_or_else(|| panic!("no <{tag}> with {attrs} in the DOM"));
-    let start = dom[..at].rfind(&format!("<{tag}")).unwrap();
-    let end = at + dom[at..].find(&format!("</{tag}>")).unwrap();
-    &dom[start..end]
-}
-
 fn cell<'a>(dom: &'a str, test: &str, target: &str) -> &'a str {
     element(
         dom,
@@ -229,14 +164,9 @@ fn chromium_shows_the_run() {
     build_run(&dir);
     let page = dir.join("report.html").canonicalize().unwrap();
     let html = std::fs::read_to_string(&page).unwrap();
-    let external = regex::Regex::new(r#"(?i)(src|href)\s*=\s*["']?\s*(https?:)?//"#).unwrap();
-    assert!(
-        !external.is_match(&html),
-        "the page loads something from outside"
-    );
-    assert!(!html.contains("url("), "the page's CSS loads something");
+    common::assert_self_contained(&html);
 
-    let dom = chromium(&dir, &["--dump-dom".into()], &page);
+    let dom = common::chromium(&dir, &["--dump-dom".into()], &page);
     std::fs::write(dir.join("dom.html"), &dom).unwrap();
     assert!(dom.contains("<h1>harness: qemux86-64 x2</h1>"), "{dom}");
     assert!(dom.contains("balena-qemux86-64-6.0.13.img"));
@@ -318,17 +248,7 @@ fn chromium_shows_the_run() {
     assert!(!dom.contains('\x1b') && !dom.contains('\x07'));
     assert!(element(ssh_there, "details", "data-log=\"console\"").contains("U-Boot 2024.01"));
 
-    let shot = dir.join("report.png");
-    chromium(
-        &dir,
-        &[
-            format!("--screenshot={}", shot.display()),
-            "--window-size=1280,900".into(),
-        ],
-        &page,
-    );
-    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
-    assert!(size > 20_000, "{} is {size} bytes", shot.display());
+    let size = common::screenshot(&dir, &page, "report.png");
     eprintln!(
         "report: {} ({size}-byte screenshot) in {:.1}s",
         page.display(),

@@ -10,31 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_valid_junit, harness, qemu_pids_mentioning, stderr, summary, QEMU};
-
-/// The reference image (built by set-up; cached, so this returns at once).
-fn reference_image() -> PathBuf {
-    let out = harness()
-        .args(["image", "build", "--machine", "qemux86-64"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(text.lines().last().expect("the image's path").trim())
-}
-
-/// A sparse copy of the reference image in `dir`.
-fn copy_of_reference(dir: &Path) -> PathBuf {
-    let copy = dir.join("image.img");
-    let status = std::process::Command::new("cp")
-        .arg("--sparse=always")
-        .arg(reference_image())
-        .arg(&copy)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    copy
-}
+use common::{
+    assert_valid_junit, copy_of_reference, harness, qemu_pids_mentioning, stderr, summary, QEMU,
+};
 
 /// The journal's events of kind `kind` (`started`, `finished`, ...).
 fn journal_events(dir: &Path, kind: &str) -> Vec<serde_json::Value> {

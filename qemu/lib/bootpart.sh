@@ -16,7 +16,7 @@ bootpart_tree() {
 	cp "$grubdir/grub.cfg" "$dir/EFI/BOOT/grub.cfg"
 	grub-editenv "$dir/EFI/BOOT/grubenv" create
 	grub-editenv "$dir/EFI/BOOT/grubenv" set resin_root_part=2 upgrade_available=0 bootcount=0
-	# Like a fresh balenaOS download: no uuid (the device makes one).
-	echo '{"developmentMode":true,"persistentLogging":false}' >"$dir/config.json"
+	# Like a fresh balenaOS download: the device type, no uuid (the device makes one).
+	printf '{"deviceType":"%s","developmentMode":true,"persistentLogging":false}\n' "$MACHINE" >"$dir/config.json"
 	cp "$osrel" "$dir/os-release"
 }

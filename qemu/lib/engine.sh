@@ -29,6 +29,8 @@ engine_install() {
 	else
 		die "$bindir has neither balena-engine nor balena-engine.xz"
 	fi
+	# Its debug symbols are an eighth of it, and every update payload carries the binary.
+	strip "$root/usr/bin/balena-engine"
 	for n in "${BALENA_NAMES[@]}"; do ln -sf balena-engine "$root/usr/bin/$n"; done
 	# docker.io brought the engine's dependencies; its own binaries are not used.
 	rm -f "$root"/usr/sbin/dockerd "$root"/usr/bin/{docker,docker-proxy,containerd,containerd-shim-runc-v2,runc} \

@@ -55,8 +55,24 @@ rootfs_configure() {
 	chroot "$root" systemctl -q mask ssh.service ssh.socket docker.service docker.socket \
 		containerd.service apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer \
 		e2scrub_all.timer e2scrub_reap.service fstrim.timer NetworkManager-wait-online.service
+	# Boot work a VM never needs, each a program start at every boot: debug, tracing,
+	# hugepage and fuse filesystems, drivers for GPUs, device-mapper and pstore (none in
+	# the image), and the per-user service manager, whose start every first login after a
+	# boot waits for (logind replies to pam_systemd only once user@UID.service is up).
+	chroot "$root" systemctl -q mask dev-hugepages.mount sys-kernel-debug.mount sys-kernel-tracing.mount \
+		sys-fs-fuse-connections.mount modprobe@drm.service modprobe@dm_mod.service modprobe@efi_pstore.service \
+		modprobe@fuse.service systemd-pstore.service user@.service
 	mkdir -p "$root/etc/systemd/system-generators"
 	ln -sf /dev/null "$root/etc/systemd/system-generators/systemd-getty-generator"
+	# Generators run before systemd starts anything, at every boot and daemon-reload, and
+	# each costs a program start (seconds together under emulation). These find nothing
+	# here: no GPT auto-mounts, SysV scripts (every service has a unit), rc.local,
+	# encrypted/verity/integrity volumes, hibernation, offline updates or systemd.run=.
+	local g
+	for g in gpt-auto sysv rc-local cryptsetup veritysetup integritysetup hibernate-resume \
+		system-update run bless-boot; do
+		ln -sf /dev/null "$root/etc/systemd/system-generators/systemd-$g-generator"
+	done
 	chroot "$root" systemctl -q enable "${ROOTFS_UNITS[@]}"
 }
 
@@ -80,6 +96,16 @@ rootfs_trim() {
 	# docker.io extras the engine does not run: libnetwork test tools, the
 	# containerd CLI and the legacy v1 shims (dockerd uses runc.v2).
 	rm -f "$root"/usr/bin/{dnet,ctr,containerd-shim,containerd-shim-runc-v1} "$root"/usr/sbin/ovrouter
+	# Every MiB here is a MiB the device reads, hashes and writes in each host OS update
+	# (hostapp-update loads this tree as one layer, minutes per load under emulation):
+	# - udev's hardware database (names and keymaps for real hardware; a VM needs none,
+	#   and without hwdb.d systemd-hwdb-update has nothing to rebuild);
+	# - glibc's iconv modules (UTF-8 and the other built-in charsets stay);
+	# - perl (only dpkg's and debconf's maintainer scripts use it; the device runs none).
+	rm -rf "$root"/usr/lib/udev/hwdb.d "$root"/usr/lib/udev/hwdb.bin "$root"/etc/udev/hwdb.bin \
+		"$root"/usr/lib/x86_64-linux-gnu/gconv \
+		"$root"/usr/bin/perl "$root"/usr/bin/perl5.* "$root"/usr/lib/x86_64-linux-gnu/perl-base \
+		"$root"/usr/lib/x86_64-linux-gnu/perl "$root"/usr/share/perl "$root"/usr/share/perl5
 	cat >"$root/etc/dpkg/dpkg.cfg.d/01-balena-nodoc" <<-'EOC'
 		path-exclude=/usr/share/doc/*
 		path-exclude=/usr/share/man/*
@@ -112,9 +138,23 @@ rootfs_set_version() {
 		BALENA_BOARD_REV=reference
 	EOC
 	ln -sf ../usr/lib/os-release "$root/etc/os-release"
+	rootfs_mark_updated "$root"
 	printf 'balenaOS %s \\n \\l\n\n' "$version" >"$root/etc/issue"
 	printf 'balenaOS %s\n' "$version" >"$root/etc/issue.net"
 	rootfs_fingerprint "$root"
+}
+
+# rootfs_mark_updated DIR: /etc/.updated and /var/.updated as systemd-update-done writes
+# them (Debian ships no such program): /etc and /var are up to date with /usr, so units with
+# ConditionNeedsUpdate (systemd-sysusers) do not run at every boot, which they would: those
+# folders are fresh overlays at each boot. Call it once /usr's own entries are final.
+rootfs_mark_updated() {
+	local root=$1 d t
+	t=$(stat -c %.9Y "$root/usr")
+	for d in etc var; do
+		printf 'TIMESTAMP_NSEC=%s\n' "${t/./}" >"$root/$d/.updated"
+		touch -r "$root/usr" "$root/$d/.updated"
+	done
 }
 
 # rootfs_fingerprint DIR: /balenaos.fingerprint, "md5  /path" for every file of
@@ -131,4 +171,21 @@ rootfs_fingerprint() {
 				-type f ! -path ./balenaos.fingerprint ! -path ./.balenaos.fingerprint.tmp -print0 | LC_ALL=C sort -z | xargs -0 -r md5sum
 	) | sed 's#^\(\\\?[0-9a-f]\{32\}  \)\./#\1/#' >"$root/.balenaos.fingerprint.tmp"
 	mv -f "$root/.balenaos.fingerprint.tmp" "$root/balenaos.fingerprint"
+}
+
+# state_seed ROOT OVERLAY: OVERLAY/<path> for each path of ROOT's state bind mounts
+# (/usr/lib/balena/state-binds), a copy of ROOT's, as boot-setup makes them when they are
+# missing: the device's first boot then copies nothing.
+state_seed() {
+	local root=$1 overlay=$2 p
+	while read -r p; do
+		case "$p" in '' | '#'*) continue ;; esac
+		mkdir -p "$overlay$(dirname "$p")"
+		if [ -d "$root$p" ]; then
+			mkdir -p "$overlay$p"
+			cp -a "$root$p/." "$overlay$p/"
+		elif [ -e "$root$p" ]; then
+			cp -a "$root$p" "$overlay$p"
+		fi
+	done <"$root/usr/lib/balena/state-binds"
 }

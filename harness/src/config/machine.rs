@@ -16,6 +16,9 @@ pub struct Machine {
     pub description: String,
     /// The balenaOS device type slug (`SLUG` in os-release).
     pub slug: String,
+    /// `MACHINE` in os-release (the Yocto machine), where it differs from the slug.
+    #[serde(default)]
+    pub os_machine: Option<String>,
     /// The reference image recipe that is this machine's default image (`qemu/`), if any.
     #[serde(default)]
     pub reference_image: Option<String>,

@@ -3,6 +3,8 @@
 pub mod bootfs;
 pub mod config_json;
 pub mod configure;
+pub mod ext4;
+pub mod hostapp;
 pub mod inspect;
 pub mod partitions;
 pub mod source;

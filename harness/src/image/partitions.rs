@@ -63,6 +63,9 @@ pub struct Partition {
     pub label: Option<String>,
     /// The filesystem found inside; `None` for the msdos extended container.
     pub fs: Option<FsKind>,
+    /// msdos: the boot flag is set; GPT: an EFI System partition, or the legacy BIOS
+    /// bootable attribute is set.
+    pub bootable: bool,
 }
 
 impl Partition {
@@ -304,6 +307,7 @@ fn read_msdos<F: Read + Seek>(file: &mut F, disk_size: u64) -> Result<PartitionT
             type_name: msdos_type_name(entry.sys),
             label: None,
             fs: None,
+            bootable: entry.is_active(),
         };
         if entry.is_extended() {
             extended = Some(part);
@@ -351,6 +355,8 @@ fn read_gpt<F: Read + Seek>(file: &mut F, disk_size: u64) -> Result<PartitionTab
                 type_name: gpt_type_name(&p.part_type_guid),
                 label: Some(p.name.trim_end_matches('\0').to_string()).filter(|n| !n.is_empty()),
                 fs: None,
+                bootable: p.part_type_guid == gpt::partition_types::EFI
+                    || p.flags & LEGACY_BIOS_BOOTABLE != 0,
             });
         }
         drop(disk);
@@ -367,6 +373,9 @@ fn read_gpt<F: Read + Seek>(file: &mut F, disk_size: u64) -> Result<PartitionTab
     let why = last_err.map(|e| e.to_string()).unwrap_or_default();
     Err(Error::input(format!("bad GPT partition table: {why}")))
 }
+
+/// The GPT attribute bit "legacy BIOS bootable".
+const LEGACY_BIOS_BOOTABLE: u64 = 1 << 2;
 
 /// Detects the filesystem of `p` and takes its volume label, keeping the GPT name as fallback.
 fn probe<F: Read + Seek>(file: &mut F, p: &mut Partition) -> Result<()> {
@@ -586,7 +595,9 @@ mod tests {
         assert_eq!(boot.fs, Some(FsKind::Vfat));
         assert_eq!(boot.size, testimg::BOOT_SIZE);
         assert_eq!(boot.type_name, "W95 FAT32 (LBA)");
+        assert!(boot.bootable, "the boot flag of p1");
         assert_eq!(t.by_label("resin-state").unwrap().fs, Some(FsKind::Ext4));
+        assert!(!t.by_label("resin-state").unwrap().bootable);
         let ext = t.extended.as_ref().unwrap();
         assert_eq!(ext.number, 4);
         assert_eq!(ext.fs, None);
@@ -614,6 +625,11 @@ mod tests {
         // resin-data's fake ext4 has no volume name: the GPT partition name stands in.
         assert_eq!(t.by_label("resin-data").unwrap().number, 5);
         assert_eq!(t.by_label("resin-boot").unwrap().type_name, "EFI System");
+        assert!(
+            t.by_label("resin-boot").unwrap().bootable,
+            "an EFI System partition"
+        );
+        assert!(!t.by_label("resin-rootA").unwrap().bootable);
         assert_eq!(t.by_label("RESIN-BOOT").unwrap().number, 1);
         assert!(t.by_label("resin-nope").is_none());
     }

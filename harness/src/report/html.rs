@@ -82,20 +82,25 @@ pub fn render(
     interrupted: bool,
 ) -> String {
     let mut h = String::with_capacity(16 * 1024);
-    let title = format!("harness: {}", info.title);
-    out!(
-        h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <meta name=\"generator\" content=\"harness\">\n<title>{}</title>\n<style>{STYLE}</style>\n\
-         </head>\n<body>\n",
-        escape(&title)
-    );
+    page_start(&mut h, &format!("harness: {}", info.title), "");
     header(&mut h, info, targets, results, interrupted);
     targets_table(&mut h, targets);
     matrix(&mut h, targets, results);
     h.push_str("</body>\n</html>\n");
     h
+}
+
+/// Starts a self-contained page: the doctype, a head with `title` and the reports' style
+/// followed by `extra_style`, and `<body>`. The page ends with `</body>\n</html>\n`.
+pub fn page_start(h: &mut String, title: &str, extra_style: &str) {
+    out!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"generator\" content=\"harness\">\n<title>{}</title>\n\
+         <style>{STYLE}{extra_style}</style>\n</head>\n<body>\n",
+        escape(title)
+    );
 }
 
 /// Escapes text for HTML content and quoted attribute values.

@@ -178,21 +178,37 @@ fn update(dut: &mut Dut, payload: &str) -> Result<()> {
     Ok(())
 }
 
+/// What the device's bootloader environments on resin-boot say of `upgrade_available`: one
+/// `FILE: upgrade_available=N` line per file that names it. Found by name (`grubenv`,
+/// `resinOS_uEnv.txt`, `bootenv`, ...), as balenaOS has a different one per bootloader.
+const UPGRADE_AVAILABLE: &str = "for f in $(find /mnt/boot -maxdepth 3 -type f \\( -name '*env' -o -name '*Env.txt' -o -name '*env.txt' \\)); do v=$(grep -a '^upgrade_available=' \"$f\" | tail -n1); [ -n \"$v\" ] && echo \"$f: $v\"; done; true";
+
+/// Whether the environments [`UPGRADE_AVAILABLE`] listed say the update is confirmed: at
+/// least one names `upgrade_available`, and every one says 0.
+fn confirmed(envs: &str) -> bool {
+    let values: Vec<&str> = envs
+        .lines()
+        .filter_map(|l| l.rsplit_once("upgrade_available=").map(|(_, v)| v.trim()))
+        .collect();
+    !values.is_empty() && values.iter().all(|v| *v == "0")
+}
+
 /// Waits until the new OS confirmed itself (`upgrade_available=0`).
 fn wait_confirmed(dut: &mut Dut) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let env = sh(
-            dut,
-            "grep -a '^upgrade_available=' /mnt/boot/EFI/BOOT/grubenv || true",
-        )?;
-        if env.trim() == "upgrade_available=0" || env.trim().is_empty() {
+        let envs = sh(dut, UPGRADE_AVAILABLE)?;
+        if confirmed(&envs) {
             return Ok(());
         }
         if Instant::now() >= deadline {
+            let said = if envs.is_empty() {
+                "no bootloader environment on resin-boot names upgrade_available".to_string()
+            } else {
+                envs.replace('\n', "; ")
+            };
             return Err(Error::failed(format!(
-                "the new OS did not confirm itself within 300s ({})",
-                env.trim()
+                "the new OS did not confirm itself within 300s ({said})"
             )));
         }
         std::thread::sleep(Duration::from_secs(5));
@@ -218,4 +234,57 @@ fn sh(dut: &mut Dut, command: &str) -> Result<String> {
         )));
     }
     Ok(out.stdout.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_update_is_confirmed_only_when_some_environment_says_0_and_none_says_otherwise() {
+        assert!(confirmed(
+            "/mnt/boot/EFI/BOOT/grubenv: upgrade_available=0\n"
+        ));
+        assert!(confirmed(
+            "/mnt/boot/resinOS_uEnv.txt: upgrade_available=0\n/mnt/boot/bootenv: upgrade_available=0"
+        ));
+        assert!(!confirmed(""));
+        assert!(!confirmed(
+            "/mnt/boot/EFI/BOOT/grubenv: upgrade_available=1"
+        ));
+        assert!(!confirmed(
+            "/mnt/boot/resinOS_uEnv.txt: upgrade_available=0\n/mnt/boot/bootenv: upgrade_available=1"
+        ));
+    }
+
+    #[test]
+    fn the_environment_probe_finds_every_bootloader_environment_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("mnt/boot");
+        std::fs::create_dir_all(boot.join("EFI/BOOT")).unwrap();
+        std::fs::write(
+            boot.join("EFI/BOOT/grubenv"),
+            "# GRUB\nupgrade_available=1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            boot.join("resinOS_uEnv.txt"),
+            "resin_root_part=2\nupgrade_available=0\n",
+        )
+        .unwrap();
+        std::fs::write(boot.join("config.json"), "{}").unwrap();
+        let probe = UPGRADE_AVAILABLE.replace("/mnt/boot", &boot.to_string_lossy());
+        let out = std::process::Command::new("sh")
+            .args(["-c", &probe])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.lines().count(), 2, "{out}");
+        assert!(out.contains("grubenv: upgrade_available=1"), "{out}");
+        assert!(
+            out.contains("resinOS_uEnv.txt: upgrade_available=0"),
+            "{out}"
+        );
+        assert!(!confirmed(&out));
+    }
 }
