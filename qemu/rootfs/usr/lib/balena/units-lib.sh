@@ -7,18 +7,23 @@ VOLATILE=/var/volatile
 log() { echo "${0##*/}: $*" >&2; }
 
 # put_file DST MODE: replace DST with stdin when the content differs (temp file
-# + rename, so readers never see half a file); returns 0 when it changed.
-# (What goes through it is text: no NUL bytes.)
+# + rename, so readers never see half a file); returns 0 when it changed. A DST
+# that does not exist yet (at boot, /run and /var/volatile are empty) is written
+# directly: whoever reads it is ordered after its writer, or re-reads it once its
+# .path unit fires again. (What goes through it is text: no NUL bytes.)
 put_file() {
-	local dst=$1 mode=${2:-0644} tmp new='' old=''
+	local dst=$1 mode=${2:-0644} tmp new='' old='' mask
 	IFS= read -r -d '' new || :
-	if [ -e "$dst" ]; then
-		IFS= read -r -d '' old <"$dst" || :
-		[ "$old" != "$new" ] || return 1
+	printf -v mask '%03o' $((0777 & ~8#${mode#0}))
+	if [ ! -e "$dst" ]; then
+		# Created with its mode (umask in a subshell): no chmod to run.
+		(umask "$mask" && printf '%s' "$new" >"$dst")
+		return
 	fi
+	IFS= read -r -d '' old <"$dst" || :
+	[ "$old" != "$new" ] || return 1
 	tmp="${dst%/*}/.${dst##*/}.$$"
-	# Created with its mode (umask in a subshell): no chmod to run.
-	(umask "$(printf '%03o' $((0777 & ~8#${mode#0})))" && printf '%s' "$new" >"$tmp") || {
+	(umask "$mask" && printf '%s' "$new" >"$tmp") || {
 		rm -f "$tmp"
 		return 1
 	}
