@@ -162,7 +162,8 @@ fn from_snapshot(
     let identity = snapshot_identity(identity, suite);
     let key = snapshots::key(&identity);
     // Another device making this snapshot boots, settles and saves it: wait for all three.
-    let wait = timeout + SETTLE + crate::qemu::snapshot::MIGRATION_TIMEOUT + Duration::from_secs(60);
+    let wait =
+        timeout + SETTLE + crate::qemu::snapshot::MIGRATION_TIMEOUT + Duration::from_secs(60);
     let (hold, made) = match cache.take(&key, wait, say)? {
         Taken::Ready(hold) => (hold, None),
         Taken::Make(making) => {
