@@ -1,8 +1,13 @@
 # shellcheck shell=bash
 # Helpers shared by hostapp-update, rollback-health, rollback-altboot and
-# config-json: slots, the GRUB environment, atomic writes on the FAT.
+# config-json: slots, the bootloader's A/B environment, atomic writes on the FAT.
 
+# The A/B environment on resin-boot: GRUB's grubenv (qemux86-64) or u-boot's
+# resinOS_uEnv.txt + bootcount.env (qemuarm64); bootenv_get/bootenv_set pick the one
+# that exists, as balenaOS's hooks pick theirs per board.
 GRUBENV=/mnt/boot/EFI/BOOT/grubenv
+UENV=/mnt/boot/resinOS_uEnv.txt
+BOOTCOUNT_ENV=/mnt/boot/bootcount.env
 STATE=/mnt/state
 # shellcheck disable=SC2034 # used by the scripts that source this file
 HEALTH_CRUMB=$STATE/rollback-health-breadcrumb
@@ -69,4 +74,64 @@ grubenv_set() {
 	pad=$((1024 - ${#body}))
 	[ "$pad" -ge 0 ] || { log "grubenv too large"; return 1; }
 	{ printf '%s' "$body"; head -c "$pad" /dev/zero | tr '\0' '#'; } | write_atomic "$GRUBENV"
+}
+
+# bootloader: grub or uboot, by the environment file resin-boot holds.
+bootloader() {
+	if [ -e "$UENV" ]; then
+		echo uboot
+	elif [ -e "$GRUBENV" ]; then
+		echo grub
+	else
+		log "no bootloader environment on /mnt/boot (neither $UENV nor $GRUBENV)"
+		return 1
+	fi
+}
+
+# bootenv_get KEY: resin_root_part, upgrade_available or bootcount, from either bootloader.
+bootenv_get() {
+	case "$(bootloader)" in
+	grub) grubenv_get "$1" ;;
+	uboot) uenv_get "$1" ;;
+	esac
+}
+
+# bootenv_set KEY=VALUE...: the same keys, written the bootloader's way.
+bootenv_set() {
+	local b
+	b=$(bootloader) || return 1
+	case "$b" in
+	grub) grubenv_set "$@" ;;
+	uboot) uenv_set "$@" ;;
+	esac
+}
+
+# u-boot: bootcount lives in bootcount.env (u-boot's script rewrites it at each counted
+# boot), everything else in resinOS_uEnv.txt; both "key=value" lines (env import -t).
+uenv_file() { if [ "$1" = bootcount ]; then echo "$BOOTCOUNT_ENV"; else echo "$UENV"; fi; }
+
+uenv_get() { tr -d '\r\0' 2>/dev/null <"$(uenv_file "$1")" | sed -n "s/^$1=//p" | head -n1; }
+
+# uenv_set KEY=VALUE...: each file rewritten once, atomically, keys kept in order.
+uenv_set() {
+	local kv file sets
+	for file in "$UENV" "$BOOTCOUNT_ENV"; do
+		sets=()
+		for kv in "$@"; do
+			[ "$(uenv_file "${kv%%=*}")" != "$file" ] || sets+=("$kv")
+		done
+		[ "${#sets[@]}" -gt 0 ] || continue
+		envfile_set "$file" "${sets[@]}" || return 1
+	done
+}
+
+# envfile_set FILE KEY=VALUE...: FILE's other lines kept, these keys replaced or added.
+envfile_set() {
+	local file=$1 kv keys=''
+	shift
+	for kv in "$@"; do keys="$keys|${kv%%=*}"; done
+	{
+		{ tr -d '\r\0' 2>/dev/null <"$file" || true; } | grep -Ev "^(${keys#|})=" | grep '=' || true
+		printf '%s\n' "$@"
+	} | write_atomic "$file"
 }
