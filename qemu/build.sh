@@ -1,8 +1,9 @@
 #!/bin/bash
 # shellcheck source-path=SCRIPTDIR
-# Build the balenaOS reference image for qemux86-64.
+# Build the balenaOS reference image for qemux86-64 (GRUB, EFI) or qemuarm64 (u-boot).
 #
-#   bash qemu/build.sh OUT_DIR      (as root; OUT_DIR exists and is empty)
+#   bash qemu/build.sh OUT_DIR [MACHINE]   (as root; OUT_DIR exists and is empty;
+#                                           MACHINE: qemux86-64, the default, or qemuarm64)
 #
 # Writes OUT_DIR/image.img (OS 1.0.0), OUT_DIR/hostapp-1.0.1.tar (the update
 # payload: the OS as a hostapp image in `balena-engine save` format, and its
@@ -10,18 +11,25 @@
 # OUT_DIR/build.json. Everything else happens in a temp dir removed on exit;
 # downloaded .debs are kept in ${HARNESS_CACHE:-$HOME/.cache/harness}/debs (not
 # part of any cache key). BALENA_BIN_DIR (optional): a folder with balenaEngine
-# (balena-engine or balena-engine.xz); without it the engine is Debian's docker.io.
+# (balena-engine or balena-engine.xz; balena-engine-arm64[.xz] for qemuarm64); without it
+# the engine is Debian's docker.io. Machine-specific bits: lib/arch.sh, lib/boot-*.sh.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 . "$HERE/lib/common.sh"
+# shellcheck source=lib/arch.sh
+. "$HERE/lib/arch.sh"
 # shellcheck source=lib/rootfs.sh
 . "$HERE/lib/rootfs.sh"
 # shellcheck source=lib/kernel.sh
 . "$HERE/lib/kernel.sh"
 # shellcheck source=lib/bootpart.sh
 . "$HERE/lib/bootpart.sh"
+# shellcheck source=lib/boot-grub.sh
+. "$HERE/lib/boot-grub.sh"
+# shellcheck source=lib/boot-uboot.sh
+. "$HERE/lib/boot-uboot.sh"
 # shellcheck source=lib/disk.sh
 . "$HERE/lib/disk.sh"
 # shellcheck source=lib/check.sh
@@ -31,26 +39,24 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 VERSION=1.0.0
 UPDATE_VERSION=1.0.1
-MACHINE=qemux86-64
 BOOT_MIB=40
 STATE_MIB=64
 DATA_MIB=1024
 BUSYBOX=/bin/busybox
 
 OUT=${1:-}
-[ -n "$OUT" ] || die "usage: bash qemu/build.sh OUT_DIR"
+[ -n "$OUT" ] || die "usage: bash qemu/build.sh OUT_DIR [qemux86-64|qemuarm64]"
+arch_select "${2:-qemux86-64}"
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot need it)"
 require_tools debootstrap:debootstrap mkfs.ext4:e2fsprogs mkfs.vfat:dosfstools mcopy:mtools \
-	sfdisk:fdisk grub-mkstandalone:grub-common grub-editenv:grub-common \
-	/usr/lib/grub/x86_64-efi/linux.mod:grub-efi-amd64-bin zstd:zstd jq:jq cpio:cpio \
-	dpkg-deb:dpkg apt-get:apt apt-cache:apt truncate:coreutils "$BUSYBOX:busybox-static" \
+	sfdisk:fdisk zstd:zstd jq:jq cpio:cpio \
+	dpkg-deb:dpkg apt-get:apt apt-cache:apt truncate:coreutils \
 	xz:xz-utils e2fsck:e2fsprogs fsck.fat:dosfstools strip:binutils
-if grep -q '/lib64/ld-linux-x86-64.so' "$BUSYBOX"; then
-	die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"
-fi
+arch_require_tools
 [ -d "$OUT" ] || die "output directory $OUT does not exist"
 OUT=$(cd "$OUT" && pwd)
-CACHE=${HARNESS_CACHE:-${HOME:-/root}/.cache/harness}/debs
+CACHE=${HARNESS_CACHE:-${HOME:-/root}/.cache/harness}/$DEB_CACHE_NAME
+arch_host_setup
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/harness-image.XXXXXX")
 ROOT=$WORK/rootfs
@@ -72,7 +78,7 @@ trap 'exit 130' INT TERM
 
 STEPS=8 # read by step() in lib/common.sh
 export STEPS
-step "bootstrapping Debian bookworm (debootstrap minbase, debs cached in $CACHE)"
+step "bootstrapping Debian bookworm $DEB_ARCH for $MACHINE (debootstrap minbase, debs cached in $CACHE)"
 rootfs_bootstrap "$ROOT" "$CACHE"
 
 step "configuring the rootfs (balenaOS services and files)"
@@ -81,15 +87,17 @@ rootfs_configure "$ROOT" "$HERE/rootfs"
 step "installing the engine"
 ENGINE_DESC=$(engine_install "$ROOT" "${BALENA_BIN_DIR:-}")
 echo "    engine: $ENGINE_DESC"
+# The engine this host runs to make the hostapps (the image's own, unless foreign).
+ENGINE_ROOT=$(engine_build_root "$ROOT" "${BALENA_BIN_DIR:-}")
 # The hostapp's boot/init: how the initramfs (and hostapp-update) mount this OS.
 install -m 0755 "$HERE/hostapp/init" "$ROOT/boot/init"
 
 step "installing the kernel and building the initramfs"
 KDEB=$(kernel_fetch "$CACHE")
 KVER=$(kernel_install "$KDEB" "$ROOT" "$WORK")
-initramfs_build "$ROOT" "$KVER" "$HERE/initramfs/init" "$ROOT/boot/initrd.img"
+initramfs_build "$ROOT" "$KVER" "$HERE/initramfs/init" "$ROOT/boot/initrd.img" "$(busybox_fetch "$CACHE" "$WORK")"
 # The harness boots this kernel once under KVM to learn whether KVM really works here.
-cp "$ROOT/boot/vmlinuz" "$OUT/vmlinuz"
+cp "$ROOT/boot/$KERNEL_IMAGE" "$OUT/vmlinuz"
 rootfs_trim "$ROOT"
 # A unit that names a missing program or file would fail at every boot: fail here instead.
 check_units "$ROOT"
@@ -115,8 +123,8 @@ mkext4 "$WORK/rootA.ext4" "$ROOT_MIB" resin-rootA "$WORK/slotA"
 mkext4 "$WORK/rootB.ext4" "$ROOT_MIB" resin-rootB
 rm -rf "$WORK/slotA"
 
-step "making resin-boot (GRUB EFI, grub.cfg, grubenv, config.json)"
-bootpart_tree "$WORK/boot" "$HERE/grub" "$WORK/os-release"
+step "making resin-boot ($BOOTLOADER, its A/B environment, config.json)"
+bootpart_tree "$WORK/boot" "$HERE" "$WORK/os-release"
 mkvfat "$WORK/boot.vfat" "$BOOT_MIB" resin-boot "$WORK/boot"
 
 step "making resin-state and resin-data"

@@ -21,21 +21,56 @@ engine_install() {
 		echo "Debian docker.io $(chroot "$root" dpkg-query -W -f '${Version}' docker.io) (no balenaEngine given: no delta API)"
 		return
 	fi
-	if [ -f "$bindir/balena-engine" ]; then
-		install -m 0755 "$bindir/balena-engine" "$root/usr/bin/balena-engine"
-	elif [ -f "$bindir/balena-engine.xz" ]; then
-		xz -dc "$bindir/balena-engine.xz" >"$root/usr/bin/balena-engine"
-		chmod 0755 "$root/usr/bin/balena-engine"
-	else
-		die "$bindir has neither balena-engine nor balena-engine.xz"
-	fi
-	# Its debug symbols are an eighth of it, and every update payload carries the binary.
-	strip "$root/usr/bin/balena-engine"
-	for n in "${BALENA_NAMES[@]}"; do ln -sf balena-engine "$root/usr/bin/$n"; done
+	engine_unpack "$bindir" "$(engine_bin_name "$DEB_ARCH")" "$root" "$STRIP"
 	# docker.io brought the engine's dependencies; its own binaries are not used.
 	rm -f "$root"/usr/sbin/dockerd "$root"/usr/bin/{docker,docker-proxy,containerd,containerd-shim-runc-v2,runc} \
 		"$root"/usr/sbin/runc "$root"/usr/libexec/docker/docker-init
 	echo "balenaEngine $("$root/usr/bin/balenad" --version | sed -n 's/.*version \([^,]*\), build \(.*\)/\1 (build \2)/p') from $bindir"
+}
+
+# engine_bin_name ARCH: balenaEngine's file name in BALENA_BIN_DIR for Debian architecture
+# ARCH (balena-engine for amd64, balena-engine-arm64 for arm64; each maybe .xz).
+engine_bin_name() {
+	if [ "$1" = amd64 ]; then echo balena-engine; else echo "balena-engine-$1"; fi
+}
+
+# engine_unpack BINDIR NAME ROOT [STRIP]: BINDIR/NAME (or NAME.xz) as
+# ROOT/usr/bin/balena-engine, stripped with STRIP (if given), with the names it answers to.
+engine_unpack() {
+	local bindir=$1 name=$2 root=$3 strip=${4:-} n
+	mkdir -p "$root/usr/bin"
+	if [ -f "$bindir/$name" ]; then
+		install -m 0755 "$bindir/$name" "$root/usr/bin/balena-engine"
+	elif [ -f "$bindir/$name.xz" ]; then
+		xz -dc "$bindir/$name.xz" >"$root/usr/bin/balena-engine"
+		chmod 0755 "$root/usr/bin/balena-engine"
+	else
+		die "$bindir has neither $name nor $name.xz"
+	fi
+	# Its debug symbols are an eighth of it, and every update payload carries the binary.
+	[ -z "$strip" ] || "$strip" "$root/usr/bin/balena-engine"
+	for n in "${BALENA_NAMES[@]}"; do ln -sf balena-engine "$root/usr/bin/$n"; done
+}
+
+# engine_build_root ROOT BINDIR: the tree whose engine the build runs on this host to make
+# the hostapps. ROOT itself when it is this host's architecture; else this host's
+# balenaEngine from BINDIR unpacked into WORK/host-engine (the images it imports are tagged
+# with ROOT's platform, IMPORT_PLATFORM); without one, ROOT's own engine under qemu-user.
+IMPORT_PLATFORM=''
+engine_build_root() {
+	local root=$1 bindir=$2 host
+	host=$(dpkg --print-architecture)
+	if ! arch_foreign; then
+		echo "$root"
+		return
+	fi
+	IMPORT_PLATFORM=linux/$DEB_ARCH
+	if [ -n "$bindir" ] && { [ -f "$bindir/$(engine_bin_name "$host")" ] || [ -f "$bindir/$(engine_bin_name "$host").xz" ]; }; then
+		engine_unpack "$bindir" "$(engine_bin_name "$host")" "$WORK/host-engine"
+		echo "$WORK/host-engine"
+	else
+		echo "$root"
+	fi
 }
 
 # engine_start ROOT DATAROOT: runs ROOT's engine on this host with its data in
@@ -67,9 +102,9 @@ engine_start() {
 	die "the engine ($daemon) did not start on this host (log above)"
 }
 
-# engine ARGS: the CLI of the engine engine_start started.
+# engine ARGS: the CLI of the engine engine_start started (ENGINE_ROOT's, else ROOT's).
 engine() {
-	local root=${ROOT:?}
+	local root=${ENGINE_ROOT:-${ROOT:?}}
 	if [ -x "$root/usr/bin/docker" ]; then
 		DOCKER_HOST=unix://$ENGINE_SOCK "$root/usr/bin/docker" "$@"
 	else
@@ -97,7 +132,7 @@ engine_stop() {
 hostapp_import() {
 	local root=$1 tag=$2
 	tar --numeric-owner -C "$root" -cf - . |
-		engine import --change 'LABEL io.balena.features.hostapp=true' --change 'CMD ["/bin/sh"]' - "$tag" >/dev/null
+		engine import ${IMPORT_PLATFORM:+--platform "$IMPORT_PLATFORM"} --change 'LABEL io.balena.features.hostapp=true' --change 'CMD ["/bin/sh"]' - "$tag" >/dev/null
 }
 
 # hostapp_slot ROOT SLOTDIR TAG: a root slot's tree in SLOTDIR holding ROOT as
@@ -109,7 +144,7 @@ hostapp_slot() {
 	: >"$slot/etc/machine-id"
 	ln -sfn ../current/boot/init "$slot/sbin/init"
 	ln -sfn current/boot "$slot/boot"
-	engine_start "$root" "$slot/balena"
+	engine_start "${ENGINE_ROOT:-$root}" "$slot/balena"
 	hostapp_import "$root" "$tag"
 	cid=$(engine create --volume=/boot "$tag" /bin/sh)
 	engine_stop
@@ -124,7 +159,7 @@ hostapp_slot() {
 hostapp_save() {
 	local root=$1 tag=$2 out=$3
 	rm -rf "$WORK/save-engine"
-	engine_start "$root" "$WORK/save-engine"
+	engine_start "${ENGINE_ROOT:-$root}" "$WORK/save-engine"
 	hostapp_import "$root" "$tag"
 	engine save -o "$out" "$tag"
 	engine_stop

@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Kernel: Debian's linux-image-*-amd64, downloaded and unpacked (never
-# installed on the host). Each root slot carries the kernel, its modules
+# Kernel: Debian's $KERNEL_META (linux-image-amd64 or -arm64), downloaded and
+# unpacked (never installed on the host). Each root slot carries the kernel, its modules
 # and the initramfs in /boot, so a slot is a complete OS.
 
 # Modules the initramfs needs to reach the root: disk, filesystems, overlays.
@@ -23,19 +23,52 @@ MODULE_EXCLUDES=(kernel/fs/{ocfs2,gfs2,nfsd,nfs,ceph,smb,xfs,btrfs,f2fs,jfs,reis
 	kernel/arch/x86/kvm kernel/drivers/md kernel/lib/raid6
 	kernel/drivers/block/{drbd,aoe,rbd,mtip32xx,xen-blkback})
 
-# kernel_fetch CACHE: download linux-image-<abi>-amd64 into CACHE; prints the .deb path.
+# kernel_fetch CACHE: download linux-image-<abi>-$DEB_ARCH into CACHE; prints the .deb path.
 kernel_fetch() {
-	local cache=$1 pkg deb
-	pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
-	[ -n "$pkg" ] || die "cannot resolve linux-image-amd64 (run apt-get update on the host)"
+	local cache=$1 pkg
+	pkg=$(apt-cache depends "$(apt_name "$KERNEL_META")" 2>/dev/null | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+	[ -n "$pkg" ] || die "cannot resolve $KERNEL_META (run apt-get update on the host)"
+	deb_fetch "${pkg%:*}" "$cache"
+}
+
+# apt_name PKG: PKG as apt names it for DEB_ARCH (PKG:arm64 on a foreign architecture).
+apt_name() {
+	if arch_foreign; then echo "$1:$DEB_ARCH"; else echo "$1"; fi
+}
+
+# deb_fetch PKG CACHE: PKG's .deb for DEB_ARCH, downloaded into CACHE once; prints its path.
+deb_fetch() {
+	local pkg=$1 cache=$2 deb
 	mkdir -p "$cache"
-	deb=$(find "$cache" -maxdepth 1 -name "${pkg}_*_amd64.deb" | sort | tail -n1)
+	deb=$(find "$cache" -maxdepth 1 -name "${pkg}_*_$DEB_ARCH.deb" | sort | tail -n1)
 	if [ -z "$deb" ]; then
-		(cd "$cache" && quiet apt-get download -q "$pkg")
-		deb=$(find "$cache" -maxdepth 1 -name "${pkg}_*_amd64.deb" | sort | tail -n1)
+		(cd "$cache" && quiet apt-get download -q "$(apt_name "$pkg")")
+		deb=$(find "$cache" -maxdepth 1 -name "${pkg}_*_$DEB_ARCH.deb" | sort | tail -n1)
 	fi
-	[ -n "$deb" ] || die "download of $pkg failed"
+	[ -n "$deb" ] || die "download of $pkg ($DEB_ARCH) failed"
 	echo "$deb"
+}
+
+# busybox_fetch CACHE WORK: a static busybox for DEB_ARCH: the host's (BUSYBOX) when it is
+# this host's architecture, else busybox-static's, unpacked into WORK; prints its path.
+busybox_fetch() {
+	local cache=$1 work=$2
+	if ! arch_foreign; then
+		echo "$BUSYBOX"
+		return
+	fi
+	rm -rf "$work/busybox"
+	dpkg-deb -x "$(deb_fetch busybox-static "$cache")" "$work/busybox"
+	echo "$work/busybox/bin/busybox"
+}
+
+# kernel_image VMLINUZ OUT: the kernel as the bootloader loads it: GRUB takes vmlinuz;
+# u-boot's booti an uncompressed Image (Debian's arm64 vmlinuz is a gzip'd Image).
+kernel_image() {
+	case "$KERNEL_IMAGE" in
+	Image) gzip -dc "$1" >"$2" && chmod 0644 "$2" ;;
+	*) install -m 0644 "$1" "$2" ;;
+	esac
 }
 
 # kernel_install DEB ROOT WORK: kernel to ROOT/boot/vmlinuz, module subset to
@@ -45,7 +78,7 @@ kernel_install() {
 	rm -rf "$work/kernel"
 	dpkg-deb -x "$deb" "$work/kernel"
 	kver=$(basename "$(find "$work/kernel/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -n1)")
-	install -m 0644 "$work/kernel/boot/vmlinuz-$kver" "$root/boot/vmlinuz"
+	kernel_image "$work/kernel/boot/vmlinuz-$kver" "$root/boot/$KERNEL_IMAGE"
 	mkdir -p "$root/usr/lib/modules/$kver"
 	cp "$work/kernel/lib/modules/$kver"/modules.{order,builtin,builtin.modinfo} "$root/usr/lib/modules/$kver/"
 	for d in "${MODULE_DIRS[@]}"; do
@@ -65,23 +98,25 @@ kernel_install() {
 	echo "$kver"
 }
 
-# initramfs_build ROOT KVER INIT OUT: busybox-static + modules + our init.
+# initramfs_build ROOT KVER INIT OUT BUSYBOX: a static busybox + modules + our init.
 initramfs_build() {
-	local root=$1 kver=$2 init=$3 out=$4 dir m applet
+	local root=$1 kver=$2 init=$3 out=$4 busybox=$5 dir m applet
 	dir=$(mktemp -d "${WORK:?}/initramfs.XXXXXX")
 	mkdir -p "$dir"/{bin,dev,etc,lib/modules,newroot,proc,sys}
-	cp "$BUSYBOX" "$dir/bin/busybox"
-	for applet in $("$BUSYBOX" --list); do
+	cp "$busybox" "$dir/bin/busybox"
+	for applet in $("$busybox" --list); do
 		[ -e "$dir/bin/$applet" ] || ln -s busybox "$dir/bin/$applet"
 	done
-	# fsck at boot, as balenaOS's initramfs: this host's e2fsck and fsck.fat
-	# (Debian 12, as the image) with the libraries they link.
-	local tool lib
+	# fsck at boot, as balenaOS's initramfs: e2fsck and fsck.fat with the libraries
+	# they link: this host's (Debian 12, as the image) or, for a foreign
+	# architecture, the rootfs's own (ldd run in it, under qemu-user).
+	local tool lib src=/
+	if arch_foreign; then src=$root; fi
 	for tool in /sbin/e2fsck /sbin/fsck.fat; do
-		cp "$(readlink -f "$tool")" "$dir/bin/${tool##*/}"
-		for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do
+		cp "$(resolve_in "${src%/}" "$tool")" "$dir/bin/${tool##*/}"
+		for lib in $(chroot "$src" ldd "$tool" | grep -o '/[^ ]*'); do
 			mkdir -p "$dir$(dirname "$lib")"
-			cp -L "$lib" "$dir$lib"
+			cp -L "$(resolve_in "${src%/}" "$lib")" "$dir$lib"
 		done
 	done
 	mknod -m 600 "$dir/dev/console" c 5 1

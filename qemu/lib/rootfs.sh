@@ -18,7 +18,7 @@ rootfs_bootstrap() {
 	local root=$1 cache=$2 pkgs
 	pkgs=$(IFS=,; echo "${ROOTFS_PACKAGES[*]}")
 	mkdir -p "$cache"
-	quiet debootstrap --variant=minbase --cache-dir="$cache" \
+	quiet debootstrap --arch="$DEB_ARCH" --variant=minbase --cache-dir="$cache" \
 		--include="$pkgs" bookworm "$root" "$DEBIAN_MIRROR"
 }
 
@@ -103,9 +103,9 @@ rootfs_trim() {
 	# - glibc's iconv modules (UTF-8 and the other built-in charsets stay);
 	# - perl (only dpkg's and debconf's maintainer scripts use it; the device runs none).
 	rm -rf "$root"/usr/lib/udev/hwdb.d "$root"/usr/lib/udev/hwdb.bin "$root"/etc/udev/hwdb.bin \
-		"$root"/usr/lib/x86_64-linux-gnu/gconv \
-		"$root"/usr/bin/perl "$root"/usr/bin/perl5.* "$root"/usr/lib/x86_64-linux-gnu/perl-base \
-		"$root"/usr/lib/x86_64-linux-gnu/perl "$root"/usr/share/perl "$root"/usr/share/perl5
+		"$root"/usr/lib/"$LIBDIR"/gconv \
+		"$root"/usr/bin/perl "$root"/usr/bin/perl5.* "$root"/usr/lib/"$LIBDIR"/perl-base \
+		"$root"/usr/lib/"$LIBDIR"/perl "$root"/usr/share/perl "$root"/usr/share/perl5
 	cat >"$root/etc/dpkg/dpkg.cfg.d/01-balena-nodoc" <<-'EOC'
 		path-exclude=/usr/share/doc/*
 		path-exclude=/usr/share/man/*
@@ -132,9 +132,9 @@ rootfs_set_version() {
 		VERSION=$version
 		VERSION_ID=$version
 		PRETTY_NAME=balenaOS $version
-		MACHINE=qemux86-64
+		MACHINE=$MACHINE
 		META_BALENA_VERSION=$version
-		SLUG=qemux86-64
+		SLUG=$MACHINE
 		BALENA_BOARD_REV=reference
 	EOC
 	ln -sf ../usr/lib/os-release "$root/etc/os-release"
