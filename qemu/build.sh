@@ -88,7 +88,7 @@ step "installing the engine"
 ENGINE_DESC=$(engine_install "$ROOT" "${BALENA_BIN_DIR:-}")
 echo "    engine: $ENGINE_DESC"
 # The engine this host runs to make the hostapps (the image's own, unless foreign).
-ENGINE_ROOT=$(engine_build_root "$ROOT" "${BALENA_BIN_DIR:-}")
+engine_build_root "$ROOT" "${BALENA_BIN_DIR:-}"
 # The hostapp's boot/init: how the initramfs (and hostapp-update) mount this OS.
 install -m 0755 "$HERE/hostapp/init" "$ROOT/boot/init"
 

@@ -52,24 +52,22 @@ engine_unpack() {
 	for n in "${BALENA_NAMES[@]}"; do ln -sf balena-engine "$root/usr/bin/$n"; done
 }
 
-# engine_build_root ROOT BINDIR: the tree whose engine the build runs on this host to make
-# the hostapps. ROOT itself when it is this host's architecture; else this host's
-# balenaEngine from BINDIR unpacked into WORK/host-engine (the images it imports are tagged
-# with ROOT's platform, IMPORT_PLATFORM); without one, ROOT's own engine under qemu-user.
+# engine_build_root ROOT BINDIR: sets ENGINE_ROOT, the tree whose engine the build runs on
+# this host to make the hostapps: ROOT itself when it is this host's architecture; else
+# this host's balenaEngine from BINDIR unpacked into WORK/host-engine, and IMPORT_PLATFORM
+# tags the images it imports with ROOT's platform (without one: ROOT's own engine, under
+# qemu-user).
+ENGINE_ROOT=''
 IMPORT_PLATFORM=''
 engine_build_root() {
 	local root=$1 bindir=$2 host
-	host=$(dpkg --print-architecture)
-	if ! arch_foreign; then
-		echo "$root"
-		return
-	fi
+	host=$(engine_bin_name "$(dpkg --print-architecture)")
+	ENGINE_ROOT=$root
+	arch_foreign || return 0
 	IMPORT_PLATFORM=linux/$DEB_ARCH
-	if [ -n "$bindir" ] && { [ -f "$bindir/$(engine_bin_name "$host")" ] || [ -f "$bindir/$(engine_bin_name "$host").xz" ]; }; then
-		engine_unpack "$bindir" "$(engine_bin_name "$host")" "$WORK/host-engine"
-		echo "$WORK/host-engine"
-	else
-		echo "$root"
+	if [ -n "$bindir" ] && { [ -f "$bindir/$host" ] || [ -f "$bindir/$host.xz" ]; }; then
+		engine_unpack "$bindir" "$host" "$WORK/host-engine"
+		ENGINE_ROOT=$WORK/host-engine
 	fi
 }
 
