@@ -10,16 +10,20 @@
 #   BOOTLOADER      grub | uboot: which lib/boot-*.sh makes resin-boot
 #   DEB_CACHE_NAME  the folder under the cache for this architecture's .debs
 #   STRIP           binutils' strip for this architecture's binaries
+#   ARCH_PACKAGES   Debian packages this machine's rootfs adds (the initramfs takes its
+#                   fsck.fat from a foreign rootfs, as it takes the host's on x86)
 
 arch_select() {
 	case "$1" in
 	qemux86-64)
 		DEB_ARCH=amd64 LIBDIR=x86_64-linux-gnu KERNEL_META=linux-image-amd64 KERNEL_IMAGE=vmlinuz
 		BOOTLOADER=grub DEB_CACHE_NAME=debs STRIP=strip
+		ARCH_PACKAGES=()
 		;;
 	qemuarm64)
 		DEB_ARCH=arm64 LIBDIR=aarch64-linux-gnu KERNEL_META=linux-image-arm64 KERNEL_IMAGE=Image
 		BOOTLOADER=uboot DEB_CACHE_NAME=debs-arm64 STRIP=aarch64-linux-gnu-strip
+		ARCH_PACKAGES=(dosfstools)
 		;;
 	*) die "unknown machine $1 (qemux86-64 or qemuarm64)" ;;
 	esac

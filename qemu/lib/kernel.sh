@@ -63,12 +63,15 @@ busybox_fetch() {
 }
 
 # kernel_image VMLINUZ OUT: the kernel as the bootloader loads it: GRUB takes vmlinuz;
-# u-boot's booti an uncompressed Image (Debian's arm64 vmlinuz is a gzip'd Image).
+# u-boot's booti an uncompressed Image (Debian 12's arm64 vmlinuz already is one; a gzip'd
+# one is inflated here, u-boot would spend seconds on it under TCG at every boot).
 kernel_image() {
-	case "$KERNEL_IMAGE" in
-	Image) gzip -dc "$1" >"$2" && chmod 0644 "$2" ;;
-	*) install -m 0644 "$1" "$2" ;;
-	esac
+	if [ "$KERNEL_IMAGE" = Image ] && gzip -t "$1" 2>/dev/null; then
+		gzip -dc "$1" >"$2"
+		chmod 0644 "$2"
+	else
+		install -m 0644 "$1" "$2"
+	fi
 }
 
 # kernel_install DEB ROOT WORK: kernel to ROOT/boot/vmlinuz, module subset to

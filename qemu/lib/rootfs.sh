@@ -15,8 +15,8 @@ DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 # rootfs_bootstrap DIR CACHE: debootstrap, reusing .debs from CACHE.
 rootfs_bootstrap() {
-	local root=$1 cache=$2 pkgs
-	pkgs=$(IFS=,; echo "${ROOTFS_PACKAGES[*]}")
+	local root=$1 cache=$2 pkgs all=("${ROOTFS_PACKAGES[@]}" "${ARCH_PACKAGES[@]}")
+	pkgs=$(IFS=,; echo "${all[*]}")
 	mkdir -p "$cache"
 	quiet debootstrap --arch="$DEB_ARCH" --variant=minbase --cache-dir="$cache" \
 		--include="$pkgs" bookworm "$root" "$DEBIAN_MIRROR"
