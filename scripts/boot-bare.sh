@@ -7,7 +7,9 @@
 # SSH-2.0 banner arrives on the forwarded port.
 # Without --keep QEMU is stopped afterwards; with --keep it keeps running and
 # the ports, pid and run dir are printed (stop it with: kill <pid>).
-# Env: SSHPORT, ENGPORT (default: free ports), TIMEOUT (default 300 s).
+# Env: SSHPORT, ENGPORT (default: free ports), TIMEOUT (default 300 s), MACHINE (default:
+# build.json's next to IMAGE, else qemux86-64; qemuarm64 boots qemu-system-aarch64 -M virt
+# with u-boot, CPU from ARM_CPU, default cortex-a72).
 set -euo pipefail
 
 IMAGE=${1:?usage: boot-bare.sh IMAGE [--keep]}
@@ -25,14 +27,23 @@ RUN=$(mktemp -d "${TMPDIR:-/tmp}/boot-bare.XXXXXX")
 qemu-img create -q -f qcow2 -F raw -b "$IMAGE" "$RUN/ov.qcow2" 8G
 cp "$OVMF_VARS" "$RUN/vars.fd"
 
+MACHINE=${MACHINE:-$(jq -r '.machine // empty' "$(dirname "$IMAGE")/build.json" 2>/dev/null || true)}
+# shellcheck disable=SC2054 # commas inside QEMU options
+NET=(-netdev "user,id=n0,hostfwd=tcp:127.0.0.1:$SSHPORT-:22222,hostfwd=tcp:127.0.0.1:$ENGPORT-:2375"
+	-device virtio-net-pci,netdev=n0 -device virtio-rng-pci)
 start=$(date +%s.%N)
-qemu-system-x86_64 -machine q35 -accel tcg -m 2048 -smp 2 -nographic -nodefaults \
-	-drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" \
-	-drive if=pflash,format=raw,file="$RUN/vars.fd" \
-	-drive if=virtio,format=qcow2,file="$RUN/ov.qcow2" \
-	-netdev user,id=n0,hostfwd=tcp:127.0.0.1:"$SSHPORT"-:22222,hostfwd=tcp:127.0.0.1:"$ENGPORT"-:2375 \
-	-device virtio-net-pci,netdev=n0 -device virtio-rng-pci -device vmgenid \
-	-serial stdio </dev/null >"$RUN/serial.log" 2>&1 &
+if [ "${MACHINE:-qemux86-64}" = qemuarm64 ]; then
+	qemu-system-aarch64 -machine virt -cpu "${ARM_CPU:-cortex-a72}" -accel tcg -m 2048 -smp 2 -nographic -nodefaults \
+		-bios /usr/lib/u-boot/qemu_arm64/u-boot.bin \
+		-drive if=none,id=d0,format=qcow2,file="$RUN/ov.qcow2" -device virtio-blk-pci,drive=d0 \
+		"${NET[@]}" -serial stdio </dev/null >"$RUN/serial.log" 2>&1 &
+else
+	qemu-system-x86_64 -machine q35 -accel tcg -m 2048 -smp 2 -nographic -nodefaults \
+		-drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" \
+		-drive if=pflash,format=raw,file="$RUN/vars.fd" \
+		-drive if=virtio,format=qcow2,file="$RUN/ov.qcow2" \
+		"${NET[@]}" -device vmgenid -serial stdio </dev/null >"$RUN/serial.log" 2>&1 &
+fi
 QPID=$!
 echo "$QPID" >"$RUN/qemu.pid"
 stop() { kill "$QPID" 2>/dev/null || true; wait "$QPID" 2>/dev/null || true; }
