@@ -54,17 +54,14 @@ engine_unpack() {
 
 # engine_build_root ROOT BINDIR: sets ENGINE_ROOT, the tree whose engine the build runs on
 # this host to make the hostapps: ROOT itself when it is this host's architecture; else
-# this host's balenaEngine from BINDIR unpacked into WORK/host-engine, and IMPORT_PLATFORM
-# tags the images it imports with ROOT's platform (without one: ROOT's own engine, under
-# qemu-user).
+# this host's balenaEngine from BINDIR unpacked into WORK/host-engine (hostapp_import then
+# labels the images with ROOT's architecture), or without one ROOT's own, under qemu-user.
 ENGINE_ROOT=''
-IMPORT_PLATFORM=''
 engine_build_root() {
 	local root=$1 bindir=$2 host
 	host=$(engine_bin_name "$(dpkg --print-architecture)")
 	ENGINE_ROOT=$root
 	arch_foreign || return 0
-	IMPORT_PLATFORM=linux/$DEB_ARCH
 	if [ -n "$bindir" ] && { [ -f "$bindir/$host" ] || [ -f "$bindir/$host.xz" ]; }; then
 		engine_unpack "$bindir" "$host" "$WORK/host-engine"
 		ENGINE_ROOT=$WORK/host-engine
@@ -126,11 +123,37 @@ engine_stop() {
 }
 
 # hostapp_import ROOT TAG: the root filesystem ROOT as the single-layer image TAG
-# (labelled a hostapp, as balenaOS's are), in the running engine.
+# (labelled a hostapp, as balenaOS's are), in the running engine, for DEB_ARCH.
 hostapp_import() {
 	local root=$1 tag=$2
 	tar --numeric-owner -C "$root" -cf - . |
-		engine import ${IMPORT_PLATFORM:+--platform "$IMPORT_PLATFORM"} --change 'LABEL io.balena.features.hostapp=true' --change 'CMD ["/bin/sh"]' - "$tag" >/dev/null
+		engine import --change 'LABEL io.balena.features.hostapp=true' --change 'CMD ["/bin/sh"]' - "$tag" >/dev/null
+	hostapp_relabel "$tag"
+}
+
+# hostapp_relabel TAG: an engine labels what it imports with its own architecture
+# (import --platform sets only the OS); when that is not DEB_ARCH, TAG is saved, its
+# config's architecture set to DEB_ARCH and loaded back (the layer is the same: only
+# the config, hence the image ID, changes), and the mislabelled image removed.
+hostapp_relabel() {
+	local tag=$1 old dir cfg sum
+	old=$(engine image inspect -f '{{.Id}} {{.Architecture}}' "$tag")
+	[ "${old#* }" != "$DEB_ARCH" ] || return 0
+	dir=$(mktemp -d "$WORK/relabel.XXXXXX")
+	engine save -o "$dir/image.tar" "$tag"
+	tar -xf "$dir/image.tar" -C "$dir" manifest.json
+	cfg=$(jq -r '.[0].Config' "$dir/manifest.json")
+	tar -xf "$dir/image.tar" -C "$dir" "$cfg"
+	jq -c --arg a "$DEB_ARCH" '.architecture = $a' "$dir/$cfg" >"$dir/config.json"
+	sum=$(sha256sum "$dir/config.json" | cut -d' ' -f1)
+	mv "$dir/config.json" "$dir/$sum.json"
+	jq -c --arg c "$sum.json" '.[0].Config = $c' "$dir/manifest.json" >"$dir/manifest.new"
+	mv "$dir/manifest.new" "$dir/manifest.json"
+	tar --delete -f "$dir/image.tar" manifest.json "$cfg"
+	tar -rf "$dir/image.tar" -C "$dir" --owner=0 --group=0 --numeric-owner "$sum.json" manifest.json
+	engine load -q -i "$dir/image.tar" >/dev/null
+	engine rmi "${old%% *}" >/dev/null
+	rm -rf "$dir"
 }
 
 # hostapp_slot ROOT SLOTDIR TAG: a root slot's tree in SLOTDIR holding ROOT as
