@@ -56,12 +56,15 @@ engine_unpack() {
 # this host to make the hostapps: ROOT itself when it is this host's architecture; else
 # this host's balenaEngine from BINDIR unpacked into WORK/host-engine (hostapp_import then
 # labels the images with ROOT's architecture), or without one ROOT's own, under qemu-user.
+# CREATE_PLATFORM: what `create` is told the image is for, when that is not this host.
 ENGINE_ROOT=''
+CREATE_PLATFORM=''
 engine_build_root() {
 	local root=$1 bindir=$2 host
 	host=$(engine_bin_name "$(dpkg --print-architecture)")
 	ENGINE_ROOT=$root
 	arch_foreign || return 0
+	CREATE_PLATFORM=linux/$DEB_ARCH
 	if [ -n "$bindir" ] && { [ -f "$bindir/$host" ] || [ -f "$bindir/$host.xz" ]; }; then
 		engine_unpack "$bindir" "$host" "$WORK/host-engine"
 		ENGINE_ROOT=$WORK/host-engine
@@ -167,7 +170,7 @@ hostapp_slot() {
 	ln -sfn current/boot "$slot/boot"
 	engine_start "${ENGINE_ROOT:-$root}" "$slot/balena"
 	hostapp_import "$root" "$tag"
-	cid=$(engine create --volume=/boot "$tag" /bin/sh)
+	cid=$(engine create ${CREATE_PLATFORM:+--platform "$CREATE_PLATFORM"} --volume=/boot "$tag" /bin/sh)
 	engine_stop
 	rm -rf "$slot/balena/tmp" "$slot/balena/runtimes"
 	bash "$root/usr/lib/balena/hostapp-entry" "$slot" "$cid"
