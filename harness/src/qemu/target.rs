@@ -145,6 +145,10 @@ impl Target for QemuTarget {
     fn snapshot_identity(&self) -> Option<String> {
         use super::snapshot::{file_identity, which};
         let o = &self.opts;
+        // Without vmgenid a restored guest would not reseed its RNG: no snapshots.
+        if !o.spec.has_vmgenid() {
+            return None;
+        }
         let network = match &o.network {
             Network::User => "user".to_string(),
             Network::Lan(taps) => {
@@ -157,12 +161,14 @@ impl Target for QemuTarget {
                 format!("qemu: {}", file_identity(&which(&o.spec.binary), true)),
                 format!("spec: {:?}", o.spec),
                 format!(
-                    "firmware code: {}",
-                    file_identity(&o.spec.firmware.code, true)
-                ),
-                format!(
-                    "firmware vars: {}",
-                    file_identity(&o.spec.firmware.vars, true)
+                    "firmware: {}",
+                    o.spec
+                        .firmware
+                        .files()
+                        .iter()
+                        .map(|f| file_identity(f, true))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 format!("accel: {}", o.accel.qemu_name()),
                 format!("network: {network}"),
@@ -177,6 +183,9 @@ impl Target for QemuTarget {
     fn save_snapshot(&mut self, dir: &Path) -> Result<()> {
         self.machine.save(&dir.join(STATE))?;
         super::snapshot::freeze(&self.machine.overlay(), &dir.join(LAYER))?;
+        if self.opts.spec.firmware.vars().is_none() {
+            return Ok(());
+        }
         let vars = self.opts.dir.join("vars.fd");
         std::fs::copy(&vars, dir.join(VARS))
             .map(|_| ())
