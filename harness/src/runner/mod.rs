@@ -152,7 +152,7 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
             )?;
             if let (Some(q), Some(Accel::Kvm)) = (&plan.machine.qemu, opts.accel) {
                 if q.foreign() {
-                    return Err(kvm_cannot(q));
+                    return Err(kvm_cannot(&plan.machine.name, q));
                 }
             }
             plans.insert(spec.machine.clone(), plan);
@@ -191,7 +191,9 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
                 }
         });
         let accel = match (&plan.machine.qemu, needs_qemu) {
-            (Some(q), true) => Some(choose_accel(q, &media, opts, &mut |l| notes.push(l))?),
+            (Some(q), true) => Some(choose_accel(&name, q, &media, opts, &mut |l| {
+                notes.push(l)
+            })?),
             _ => None,
         };
         let restorable = specs
@@ -373,10 +375,11 @@ fn follow(log: &Path, finished: &AtomicBool) {
 }
 
 /// `--accel kvm` for a guest of another architecture than the host's.
-fn kvm_cannot(spec: &QemuSpec) -> Error {
+fn kvm_cannot(machine: &str, spec: &QemuSpec) -> Error {
     Error::input(format!(
-        "--accel kvm: KVM cannot run a {} guest on this {} host (leave --accel out, or tcg)",
+        "--accel kvm: machine {machine} is {}, and KVM on this {} host runs only {} guests (leave --accel out, or use tcg)",
         spec.arch(),
+        std::env::consts::ARCH,
         std::env::consts::ARCH
     ))
 }
@@ -384,6 +387,7 @@ fn kvm_cannot(spec: &QemuSpec) -> Error {
 /// The accelerator: forced by `--accel`, else probed; a guest of another architecture than
 /// the host's is TCG without a probe, and `--accel kvm` for it is bad input.
 fn choose_accel(
+    name: &str,
     spec: &QemuSpec,
     media: &media::Media,
     opts: &RunOptions,
@@ -391,7 +395,7 @@ fn choose_accel(
 ) -> Result<Accel> {
     if spec.foreign() {
         if opts.accel == Some(Accel::Kvm) {
-            return Err(kvm_cannot(spec));
+            return Err(kvm_cannot(name, spec));
         }
         note(format!(
             "accelerator: tcg ({} guest on a {} host: KVM runs only the host's architecture)",
