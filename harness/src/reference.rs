@@ -166,7 +166,7 @@ pub fn cached(root: &Path, recipe: &str) -> Result<Option<Build>> {
     let out = crate::paths::cache_dir()
         .join("images")
         .join(format!("{recipe}-{key}"));
-    Ok(load(&out).ok())
+    Ok(load(&out).ok().filter(|b| b.machine == recipe))
 }
 
 /// Reads `build.json` in `dir`.
@@ -251,6 +251,18 @@ pub fn build(root: &Path, recipe: &str, progress: &mut dyn FnMut(&str)) -> Resul
         } else {
             Error::infra(format!("reference image build failed: {why}"))
         });
+    }
+    // A recipe that ignored the machine argument built another machine's image.
+    match load(&partial) {
+        Ok(b) if b.machine != recipe => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(Error::infra(format!(
+                "reference image build: {} built a {} image, not {recipe} (it takes the machine as its second argument)",
+                dir.join("build.sh").display(),
+                b.machine
+            )));
+        }
+        _ => {}
     }
     // Another harness may have finished the same build meanwhile: its result is as good.
     if let Ok(done) = load(&final_dir) {
