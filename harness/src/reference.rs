@@ -103,6 +103,16 @@ pub fn engine_dir(root: &Path) -> Result<Option<PathBuf>> {
     Ok(has_engine(&shared).then_some(shared))
 }
 
+/// The balenaEngine files the recipe takes from its engine folder for `machine` (as
+/// `qemu/lib/engine.sh` names them): `balena-engine[.xz]` for x86-64,
+/// `balena-engine-arm64[.xz]` for qemuarm64.
+fn engine_names(machine: &str) -> [&'static str; 2] {
+    match machine {
+        "qemuarm64" => ["balena-engine-arm64", "balena-engine-arm64.xz"],
+        _ => ["balena-engine", "balena-engine.xz"],
+    }
+}
+
 /// The cache key of a recipe built for `machine`: SHA-256 over the machine, the recipe's
 /// files' relative paths and contents, and the engine binaries it takes from `engine` (their
 /// names and bytes).
@@ -114,7 +124,7 @@ pub fn recipe_key(dir: &Path, machine: &str, engine: Option<&Path>) -> Result<St
     hash_tree(dir, &mut hash)?;
     if let Some(engine) = engine {
         hash.update(b"\0engine\0");
-        for name in ["balena-engine", "balena-engine.xz"] {
+        for name in engine_names(machine) {
             let f = engine.join(name);
             if f.is_file() {
                 hash_file(&f, name, &mut hash)?;
@@ -328,6 +338,20 @@ mod tests {
             k1,
             recipe_key(dir.path(), "qemux86-64", Some(bin.path())).unwrap()
         );
+    }
+
+    #[test]
+    fn the_arm_key_has_the_arm_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("build.sh"), "echo 1").unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        std::fs::write(bin.path().join("balena-engine.xz"), "x86").unwrap();
+        std::fs::write(bin.path().join("balena-engine-arm64.xz"), "v1").unwrap();
+        let key = |m| recipe_key(dir.path(), m, Some(bin.path())).unwrap();
+        let (x86, arm) = (key("qemux86-64"), key("qemuarm64"));
+        std::fs::write(bin.path().join("balena-engine-arm64.xz"), "v2").unwrap();
+        assert_eq!(x86, key("qemux86-64"));
+        assert_ne!(arm, key("qemuarm64"));
     }
 
     #[test]
