@@ -2,7 +2,7 @@
 # qemuarm64 (aarch64 under TCG, booted by u-boot) timed where CI does not run it: suite/hup in
 # full and suite/os, one run each, then each run's wall time, its tests' durations and their
 # boot figures (boot_seconds: power on to logged in over SSH).
-#   scripts/bench-arm.sh [OUT_DIR]
+#   scripts/bench-arm.sh [OUT_DIR]      (SUITES="os" runs only those of hup, os)
 # Runs on the cached qemuarm64 reference image (`harness image build --machine qemuarm64`,
 # built by scripts/setup); EXTRA="--image PATH --var ..." runs another image. HARNESS=path uses
 # that binary instead of building the release one. Other QEMUs on the host slow every figure:
@@ -32,7 +32,7 @@ PY
 }
 
 status=0
-for suite in hup os; do
+for suite in ${SUITES:-hup os}; do
 	started=$(date +%s)
 	# shellcheck disable=SC2086 # EXTRA is words
 	if $harness run --machine qemuarm64 --keep-going ${EXTRA:-} --out "$out/$suite" "suite/$suite" \
