@@ -61,10 +61,20 @@ impl Build {
     }
 }
 
-/// The recipe folder for `recipe` (today there is one: `qemu/`).
+/// The machines the recipe in `qemu/` builds for (`build.sh OUT MACHINE`).
+pub const RECIPES: [&str; 2] = ["qemux86-64", "qemuarm64"];
+
+/// The recipe folder for `recipe` (one for every machine of [`RECIPES`]: `qemu/`).
 fn recipe_dir(root: &Path, recipe: &str) -> Result<PathBuf> {
     let dir = root.join("qemu");
-    if recipe != "qemux86-64" || !dir.join("build.sh").is_file() {
+    if !RECIPES.contains(&recipe) {
+        return Err(Error::input(format!(
+            "no reference image recipe `{recipe}` (the recipe in {} builds {})",
+            dir.display(),
+            RECIPES.join(", ")
+        )));
+    }
+    if !dir.join("build.sh").is_file() {
         return Err(Error::input(format!(
             "no reference image recipe `{recipe}` (expected {})",
             dir.join("build.sh").display()
@@ -93,14 +103,28 @@ pub fn engine_dir(root: &Path) -> Result<Option<PathBuf>> {
     Ok(has_engine(&shared).then_some(shared))
 }
 
-/// The cache key of a recipe: SHA-256 over its files' relative paths and contents, and over
-/// the engine binaries it takes from `engine` (their names and bytes).
-pub fn recipe_key(dir: &Path, engine: Option<&Path>) -> Result<String> {
+/// The balenaEngine files the recipe takes from its engine folder for `machine` (as
+/// `qemu/lib/engine.sh` names them): `balena-engine[.xz]` for x86-64,
+/// `balena-engine-arm64[.xz]` for qemuarm64.
+fn engine_names(machine: &str) -> [&'static str; 2] {
+    match machine {
+        "qemuarm64" => ["balena-engine-arm64", "balena-engine-arm64.xz"],
+        _ => ["balena-engine", "balena-engine.xz"],
+    }
+}
+
+/// The cache key of a recipe built for `machine`: SHA-256 over the machine, the recipe's
+/// files' relative paths and contents, and the engine binaries it takes from `engine` (their
+/// names and bytes).
+pub fn recipe_key(dir: &Path, machine: &str, engine: Option<&Path>) -> Result<String> {
     let mut hash = Sha256::new();
+    hash.update(b"machine\0");
+    hash.update(machine.as_bytes());
+    hash.update([0]);
     hash_tree(dir, &mut hash)?;
     if let Some(engine) = engine {
         hash.update(b"\0engine\0");
-        for name in ["balena-engine", "balena-engine.xz"] {
+        for name in engine_names(machine) {
             let f = engine.join(name);
             if f.is_file() {
                 hash_file(&f, name, &mut hash)?;
@@ -148,11 +172,11 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 /// The cached build of `recipe`, if one matches the recipe as it is now.
 pub fn cached(root: &Path, recipe: &str) -> Result<Option<Build>> {
     let dir = recipe_dir(root, recipe)?;
-    let key = recipe_key(&dir, engine_dir(root)?.as_deref())?;
+    let key = recipe_key(&dir, recipe, engine_dir(root)?.as_deref())?;
     let out = crate::paths::cache_dir()
         .join("images")
         .join(format!("{recipe}-{key}"));
-    Ok(load(&out).ok())
+    Ok(load(&out).ok().filter(|b| b.machine == recipe))
 }
 
 /// Reads `build.json` in `dir`.
@@ -187,7 +211,7 @@ pub fn build(root: &Path, recipe: &str, progress: &mut dyn FnMut(&str)) -> Resul
     }
     let dir = recipe_dir(root, recipe)?;
     let engine = engine_dir(root)?;
-    let key = recipe_key(&dir, engine.as_deref())?;
+    let key = recipe_key(&dir, recipe, engine.as_deref())?;
     let images = crate::paths::cache_dir().join("images");
     let final_dir = images.join(format!("{recipe}-{key}"));
     let partial = images.join(format!("{recipe}-{key}.partial-{}", std::process::id()));
@@ -198,6 +222,7 @@ pub fn build(root: &Path, recipe: &str, progress: &mut dyn FnMut(&str)) -> Resul
     let mut cmd = Command::new("bash");
     cmd.arg(dir.join("build.sh"))
         .arg(&partial)
+        .arg(recipe)
         .env("BALENA_BIN_DIR", engine.as_deref().unwrap_or(Path::new("")))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -236,6 +261,18 @@ pub fn build(root: &Path, recipe: &str, progress: &mut dyn FnMut(&str)) -> Resul
         } else {
             Error::infra(format!("reference image build failed: {why}"))
         });
+    }
+    // A recipe that ignored the machine argument built another machine's image.
+    match load(&partial) {
+        Ok(b) if b.machine != recipe => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(Error::infra(format!(
+                "reference image build: {} built a {} image, not {recipe} (it takes the machine as its second argument)",
+                dir.join("build.sh").display(),
+                b.machine
+            )));
+        }
+        _ => {}
     }
     // Another harness may have finished the same build meanwhile: its result is as good.
     if let Ok(done) = load(&final_dir) {
@@ -281,10 +318,10 @@ mod tests {
         std::fs::write(dir.path().join("build.sh"), "echo 1").unwrap();
         std::fs::create_dir(dir.path().join("lib")).unwrap();
         std::fs::write(dir.path().join("lib/a.sh"), "a").unwrap();
-        let k1 = recipe_key(dir.path(), None).unwrap();
-        assert_eq!(k1, recipe_key(dir.path(), None).unwrap());
+        let k1 = recipe_key(dir.path(), "qemux86-64", None).unwrap();
+        assert_eq!(k1, recipe_key(dir.path(), "qemux86-64", None).unwrap());
         std::fs::write(dir.path().join("lib/a.sh"), "b").unwrap();
-        assert_ne!(k1, recipe_key(dir.path(), None).unwrap());
+        assert_ne!(k1, recipe_key(dir.path(), "qemux86-64", None).unwrap());
     }
 
     #[test]
@@ -293,10 +330,47 @@ mod tests {
         std::fs::write(dir.path().join("build.sh"), "echo 1").unwrap();
         let bin = tempfile::tempdir().unwrap();
         std::fs::write(bin.path().join("balena-engine.xz"), "v1").unwrap();
-        let plain = recipe_key(dir.path(), None).unwrap();
-        let k1 = recipe_key(dir.path(), Some(bin.path())).unwrap();
+        let plain = recipe_key(dir.path(), "qemux86-64", None).unwrap();
+        let k1 = recipe_key(dir.path(), "qemux86-64", Some(bin.path())).unwrap();
         assert_ne!(plain, k1);
         std::fs::write(bin.path().join("balena-engine.xz"), "v2").unwrap();
-        assert_ne!(k1, recipe_key(dir.path(), Some(bin.path())).unwrap());
+        assert_ne!(
+            k1,
+            recipe_key(dir.path(), "qemux86-64", Some(bin.path())).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_arm_key_has_the_arm_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("build.sh"), "echo 1").unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        std::fs::write(bin.path().join("balena-engine.xz"), "x86").unwrap();
+        std::fs::write(bin.path().join("balena-engine-arm64.xz"), "v1").unwrap();
+        let key = |m| recipe_key(dir.path(), m, Some(bin.path())).unwrap();
+        let (x86, arm) = (key("qemux86-64"), key("qemuarm64"));
+        std::fs::write(bin.path().join("balena-engine-arm64.xz"), "v2").unwrap();
+        assert_eq!(x86, key("qemux86-64"));
+        assert_ne!(arm, key("qemuarm64"));
+    }
+
+    #[test]
+    fn recipe_key_changes_with_the_machine() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("build.sh"), "echo 1").unwrap();
+        assert_ne!(
+            recipe_key(dir.path(), "qemux86-64", None).unwrap(),
+            recipe_key(dir.path(), "qemuarm64", None).unwrap()
+        );
+    }
+
+    #[test]
+    fn only_the_recipe_s_machines_have_a_recipe() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        assert!(recipe_dir(&root, "qemuarm64").is_ok());
+        let e = recipe_dir(&root, "raspberrypi4-64")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("builds qemux86-64, qemuarm64"), "{e}");
     }
 }

@@ -154,6 +154,37 @@ fn bad_yaml_in_a_machine_file_names_line_and_column() {
     assert!(err.contains("machines/m.yaml:6:15: "), "{err}");
 }
 
+#[test]
+fn a_machine_with_two_firmwares_or_vmgenid_where_qemu_has_none_is_one_line() {
+    let base = "name: m\ndescription: x\nslug: m\nqemu:\n  binary: qemu-system-aarch64\n  \
+                machine: virt\n  memory_mib: 1024\n  cpus: 1\n  disk_size_gib: 4\n  nic: n\n";
+    for (extra, expect) in [
+        (
+            "  firmware: {code: /c.fd, vars: /v.fd, bios: /u.bin}\n",
+            "firmware: give either `code` and `vars` (UEFI) or `bios` (e.g. u-boot), not both or part",
+        ),
+        (
+            "  firmware: {bios: /u.bin}\n  vmgenid: true\n",
+            "qemu.vmgenid: qemu-system-aarch64 has no vmgenid device (QEMU has it on x86 only); \
+             remove the line or say `vmgenid: false`",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("machines")).unwrap();
+        std::fs::create_dir_all(dir.path().join("suites")).unwrap();
+        std::fs::write(dir.path().join("machines/m.yaml"), format!("{base}{extra}")).unwrap();
+        let out = common::harness()
+            .env("HARNESS_ROOT", dir.path())
+            .args(["machines"])
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("machines/m.yaml") && err.trim_end().ends_with(expect), "{err}");
+    }
+}
+
 // Static checks of a suite: each rule refuses a bad suite with exit 2 and one line before
 // anything boots, and its twin shows a good suite getting past every check (to the image,
 // which does not exist, so nothing boots either).

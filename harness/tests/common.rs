@@ -241,3 +241,40 @@ pub fn screenshot(dir: &Path, page: &Path, name: &str) -> u64 {
     assert!(size > 20_000, "{} is {size} bytes", shot.display());
     size
 }
+
+/// Whether this is CI (`CI=true`), where a missing prerequisite fails a test instead of
+/// skipping it.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The qemuarm64 reference image, if `scripts/setup` built it (`harness image build --machine
+/// qemuarm64`, cached under `HARNESS_CACHE`) and `qemu-system-aarch64` and u-boot are
+/// installed. Without them: `None` after saying why on stderr, or under `CI=true` a failure.
+pub fn arm_image() -> Option<PathBuf> {
+    let root = root();
+    let machine = harness::config::machine::load(&root, "qemuarm64").unwrap();
+    let qemu = machine.qemu.expect("qemuarm64 runs under QEMU");
+    let runs = Command::new(&qemu.binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let missing = if !runs {
+        Some(format!("{} (Debian's qemu-system-arm)", qemu.binary))
+    } else if let Some(f) = qemu.firmware.files().into_iter().find(|f| !f.is_file()) {
+        Some(format!("{} (Debian's u-boot-qemu)", f.display()))
+    } else {
+        match harness::reference::cached(&root, "qemuarm64") {
+            Ok(Some(build)) => return Some(build.image_path()),
+            Ok(None) => Some(
+                "the qemuarm64 reference image (sudo target/release/harness image build --machine qemuarm64; scripts/setup builds it)"
+                    .to_string(),
+            ),
+            Err(e) => Some(format!("the qemuarm64 reference image ({e})")),
+        }
+    };
+    let missing = missing.unwrap();
+    assert!(!under_ci(), "CI=true and {missing} is missing");
+    eprintln!("skipped: {missing} is missing");
+    None
+}

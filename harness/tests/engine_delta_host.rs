@@ -128,7 +128,7 @@ fn a_delta_pulled_back_onto_its_base_yields_the_target_image() {
         return;
     };
     let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let fixture = Fixture::start(local, Some(local), false).unwrap();
+    let fixture = Fixture::start(local, Some(local), std::env::consts::ARCH, false).unwrap();
     let client = DeltaClient::tcp(addr);
     for tag in ["v1", "v2"] {
         client

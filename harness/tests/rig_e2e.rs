@@ -30,7 +30,7 @@ fn a_health_check_brings_the_emulated_rig_back_into_rotation() {
     };
     assert!(rigs().contains("out of rotation since"), "{}", rigs());
     let out = harness()
-        .args(["run", "--rigs", "tag=emulated", "suite/smoke"])
+        .args(["run", "--rigs", "tag=x86_64", "suite/smoke"])
         .env("HARNESS_STATE", &state)
         .output()
         .unwrap();

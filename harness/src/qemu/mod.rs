@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::config::machine::QemuSpec;
+use crate::config::machine::{Firmware, QemuSpec};
 use crate::console::Console;
 use crate::device::Power;
 use crate::error::{Context, Error, Result};
@@ -95,17 +95,23 @@ impl QemuMachine {
     pub fn create(opts: QemuOptions, console: Option<Console>) -> Result<QemuMachine> {
         std::fs::create_dir_all(&opts.dir)
             .infra_ctx(|| format!("cannot create {}", opts.dir.display()))?;
-        let firmware = &opts.spec.firmware;
-        for f in [&firmware.code, &firmware.vars] {
+        for f in opts.spec.firmware.files() {
             if !f.is_file() {
                 return Err(Error::input(format!(
-                    "UEFI firmware {} is missing (install Debian's `ovmf`)",
-                    f.display()
+                    "firmware {} is missing (install {})",
+                    f.display(),
+                    match opts.spec.firmware {
+                        Firmware::Uefi { .. } => "Debian's `ovmf`",
+                        Firmware::Bios(_) =>
+                            "the machine's firmware package, e.g. Debian's `u-boot-qemu`",
+                    }
                 )));
             }
         }
-        std::fs::copy(&firmware.vars, opts.dir.join("vars.fd"))
-            .infra_ctx(|| format!("cannot copy {}", firmware.vars.display()))?;
+        if let Some(vars) = opts.spec.firmware.vars() {
+            std::fs::copy(vars, opts.dir.join("vars.fd"))
+                .infra_ctx(|| format!("cannot copy {}", vars.display()))?;
+        }
         if opts.disk == Disk::Overlay {
             overlay::create(
                 &opts.base_image,
@@ -237,20 +243,30 @@ impl QemuMachine {
                 .collect(),
         };
         cmd.args(["-name", "harness-dut", "-machine", &s.machine])
-            .args(["-accel", o.accel.qemu_name()])
-            .args(["-m", &s.memory_mib.to_string(), "-smp", &s.cpus.to_string()])
-            .args(["-nographic", "-nodefaults", "-no-user-config"])
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,readonly=on,file={}",
-                s.firmware.code.display()
-            ))
-            .arg("-drive")
-            .arg(format!(
-                "if=pflash,format=raw,file={}",
-                dir.join("vars.fd").display()
-            ))
-            .arg("-drive")
+            .args(["-accel", o.accel.qemu_name()]);
+        if let Some(cpu) = &s.cpu {
+            cmd.args(["-cpu", cpu]);
+        }
+        cmd.args(["-m", &s.memory_mib.to_string(), "-smp", &s.cpus.to_string()])
+            .args(["-nographic", "-nodefaults", "-no-user-config"]);
+        match &s.firmware {
+            Firmware::Uefi { code, .. } => {
+                cmd.arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,readonly=on,file={}",
+                        code.display()
+                    ))
+                    .arg("-drive")
+                    .arg(format!(
+                        "if=pflash,format=raw,file={}",
+                        dir.join("vars.fd").display()
+                    ));
+            }
+            Firmware::Bios(bios) => {
+                cmd.arg("-bios").arg(bios);
+            }
+        }
+        cmd.arg("-drive")
             .arg(match &o.disk {
                 Disk::Overlay => format!(
                     "if=virtio,format=qcow2,cache=unsafe,file={}",
@@ -266,10 +282,12 @@ impl QemuMachine {
                 nics.iter()
                     .flat_map(|(netdev, device)| ["-netdev", netdev, "-device", device]),
             )
-            .args(["-device", "virtio-rng-pci"])
+            .args(["-device", "virtio-rng-pci"]);
+        if s.has_vmgenid() {
             // A new generation id per start: a restored guest reseeds its random state.
-            .args(["-device", "vmgenid"])
-            .arg("-chardev")
+            cmd.args(["-device", "vmgenid"]);
+        }
+        cmd.arg("-chardev")
             .arg(match o.serial {
                 Serial::Socket => format!(
                     "socket,id=ser0,path={},server=on,wait=on",
@@ -311,8 +329,10 @@ impl QemuMachine {
     pub fn restore(&mut self, state: &Path, layer: &Path, vars: &Path) -> Result<()> {
         self.stop()?;
         snapshot::overlay_over(layer, &self.overlay())?;
-        std::fs::copy(vars, self.opts.dir.join("vars.fd"))
-            .infra_ctx(|| format!("cannot copy {}", vars.display()))?;
+        if self.opts.spec.firmware.vars().is_some() {
+            std::fs::copy(vars, self.opts.dir.join("vars.fd"))
+                .infra_ctx(|| format!("cannot copy {}", vars.display()))?;
+        }
         self.incoming = Some(state.to_path_buf());
         let started = self.start();
         self.incoming = None;
@@ -449,9 +469,20 @@ mod tests {
     }
 
     fn args_with(disk: Disk, serial: Serial, incoming: Option<&str>) -> String {
+        args_of("qemux86-64", disk, serial, incoming)
+    }
+
+    fn args_of(machine: &str, disk: Disk, serial: Serial, incoming: Option<&str>) -> String {
         let dir = tempfile::tempdir().unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let machine = crate::config::machine::load(&root, "qemux86-64").unwrap();
+        let mut machine = crate::config::machine::load(&root, machine).unwrap();
+        // The firmware need not be installed for the command line.
+        if let Some(q) = machine.qemu.as_mut() {
+            if let Firmware::Bios(bios) = &mut q.firmware {
+                *bios = dir.path().join("u-boot.bin");
+                std::fs::write(&*bios, b"").unwrap();
+            }
+        }
         std::fs::write(dir.path().join("card.img"), vec![0u8; 1 << 20]).unwrap();
         let opts = QemuOptions {
             spec: machine.qemu.unwrap(),
@@ -498,5 +529,48 @@ mod tests {
                 .count(),
             line.split(' ').count()
         );
+    }
+
+    #[test]
+    fn uefi_is_two_pflash_drives_and_u_boot_is_a_bios_with_no_vmgenid() {
+        let x86 = args(Disk::Overlay, Serial::Socket);
+        assert!(
+            x86.contains(
+                "-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd"
+            ),
+            "{x86}"
+        );
+        assert!(!x86.contains("-bios") && !x86.contains("-cpu"), "{x86}");
+        let arm = args_of("qemuarm64", Disk::Overlay, Serial::Socket, None);
+        assert!(
+            arm.starts_with("-name harness-dut -machine virt -accel tcg -cpu cortex-a72 "),
+            "{arm}"
+        );
+        assert!(
+            arm.contains(" -bios ") && arm.contains("u-boot.bin"),
+            "{arm}"
+        );
+        assert!(!arm.contains("pflash") && !arm.contains("vmgenid"), "{arm}");
+        assert!(arm.contains("-device virtio-rng-pci"), "{arm}");
+        assert!(arm.contains("-device virtio-net-pci,netdev=n0"), "{arm}");
+    }
+
+    #[test]
+    fn an_emulated_arm_rig_s_card_is_on_a_pty_with_u_boot() {
+        let arm = args_of(
+            "qemuarm64",
+            Disk::Raw("/r/card.img".into()),
+            Serial::Pty,
+            None,
+        );
+        assert!(
+            arm.contains("-drive if=virtio,format=raw,cache=writeback,file=/r/card.img"),
+            "{arm}"
+        );
+        assert!(
+            arm.contains("-chardev pty,id=ser0 -serial chardev:ser0"),
+            "{arm}"
+        );
+        assert!(arm.contains(" -bios "), "{arm}");
     }
 }

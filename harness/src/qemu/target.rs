@@ -145,6 +145,10 @@ impl Target for QemuTarget {
     fn snapshot_identity(&self) -> Option<String> {
         use super::snapshot::{file_identity, which};
         let o = &self.opts;
+        // Without vmgenid a restored guest would not reseed its RNG: no snapshots.
+        if !o.spec.has_vmgenid() {
+            return None;
+        }
         let network = match &o.network {
             Network::User => "user".to_string(),
             Network::Lan(taps) => {
@@ -157,12 +161,14 @@ impl Target for QemuTarget {
                 format!("qemu: {}", file_identity(&which(&o.spec.binary), true)),
                 format!("spec: {:?}", o.spec),
                 format!(
-                    "firmware code: {}",
-                    file_identity(&o.spec.firmware.code, true)
-                ),
-                format!(
-                    "firmware vars: {}",
-                    file_identity(&o.spec.firmware.vars, true)
+                    "firmware: {}",
+                    o.spec
+                        .firmware
+                        .files()
+                        .iter()
+                        .map(|f| file_identity(f, true))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 format!("accel: {}", o.accel.qemu_name()),
                 format!("network: {network}"),
@@ -177,6 +183,9 @@ impl Target for QemuTarget {
     fn save_snapshot(&mut self, dir: &Path) -> Result<()> {
         self.machine.save(&dir.join(STATE))?;
         super::snapshot::freeze(&self.machine.overlay(), &dir.join(LAYER))?;
+        if self.opts.spec.firmware.vars().is_none() {
+            return Ok(());
+        }
         let vars = self.opts.dir.join("vars.fd");
         std::fs::copy(&vars, dir.join(VARS))
             .map(|_| ())
@@ -193,5 +202,80 @@ impl Target for QemuTarget {
         if !keep {
             let _ = std::fs::remove_file(self.machine.overlay());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::machine::Firmware;
+    use crate::qemu::{accel::Accel, Disk, Serial};
+
+    fn identity(
+        machine: &str,
+        edit: &dyn Fn(&mut crate::config::machine::QemuSpec),
+    ) -> Option<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut spec = crate::config::machine::load(&root, machine)
+            .unwrap()
+            .qemu
+            .unwrap();
+        if let Firmware::Bios(bios) = &mut spec.firmware {
+            *bios = dir.path().join("u-boot.bin");
+            std::fs::write(&*bios, b"").unwrap();
+        }
+        edit(&mut spec);
+        std::fs::write(dir.path().join("image.img"), vec![0u8; 1 << 20]).unwrap();
+        let opts = QemuOptions {
+            spec,
+            base_image: dir.path().join("image.img"),
+            dir: dir.path().join("m"),
+            accel: Accel::Tcg,
+            network: Network::User,
+            disk: Disk::Overlay,
+            serial: Serial::Socket,
+        };
+        let console = Console::new(&dir.path().join("serial.log")).unwrap();
+        let boot = Partition {
+            number: 1,
+            start: 0,
+            size: 1 << 20,
+            type_name: "W95 FAT32 (LBA)".into(),
+            label: Some("resin-boot".into()),
+            fs: None,
+            bootable: true,
+        };
+        QemuTarget::new(machine, opts, console, boot, vec![])
+            .unwrap()
+            .snapshot_identity()
+    }
+
+    #[test]
+    fn no_snapshot_without_vmgenid_and_the_key_has_the_cpu_and_firmware() {
+        assert_eq!(identity("qemuarm64", &|_| {}), None);
+        // Were vmgenid there, cpu and firmware would be in the key.
+        let arm = identity("qemuarm64", &|s| s.vmgenid = Some(true)).unwrap();
+        assert!(
+            arm.contains("cpu: Some(\"cortex-a72\")") && arm.contains("Bios("),
+            "{arm}"
+        );
+        assert!(
+            arm.contains("firmware: ") && arm.contains("u-boot.bin"),
+            "{arm}"
+        );
+        let x86 = identity("qemux86-64", &|_| {}).unwrap();
+        let other_cpu = identity("qemux86-64", &|s| s.cpu = Some("max".into())).unwrap();
+        let spec = |id: &str| {
+            id.lines()
+                .find(|l| l.starts_with("spec: "))
+                .unwrap()
+                .to_string()
+        };
+        assert_ne!(spec(&x86), spec(&other_cpu));
+        assert!(
+            x86.contains("OVMF_CODE_4M.fd") && x86.contains("OVMF_VARS_4M.fd"),
+            "{x86}"
+        );
     }
 }

@@ -78,18 +78,80 @@ impl Layer {
     }
 }
 
-/// The shared base layer: a static x86-64 busybox at `/bin/busybox` and `/bin/sh` linking to it.
+/// The static busybox for a device whose `uname -m` is `machine`: the host's
+/// ([`HOST_BUSYBOX`]) for x86_64; for aarch64 `HARNESS_BUSYBOX_AARCH64`, else
+/// `busybox-aarch64` in the harness's cache, taken once from Debian's `busybox-static` arm64
+/// package there (`debs-arm64/`, where the reference image's recipe keeps its packages).
+pub fn busybox_for(machine: &str) -> Result<std::path::PathBuf> {
+    match machine {
+        "x86_64" => Ok(HOST_BUSYBOX.into()),
+        "aarch64" | "arm64" => {
+            if let Some(p) = std::env::var_os("HARNESS_BUSYBOX_AARCH64").filter(|p| !p.is_empty()) {
+                return Ok(p.into());
+            }
+            let cache = crate::paths::cache_dir();
+            let out = cache.join("busybox-aarch64");
+            if out.is_file() {
+                return Ok(out);
+            }
+            let deb = std::fs::read_dir(cache.join("debs-arm64"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| {
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with("busybox-static_") && n.ends_with("_arm64.deb")
+                    })
+                });
+            let missing = || {
+                Error::input(format!(
+                    "no static aarch64 busybox for the registry's test images: set \
+                     HARNESS_BUSYBOX_AARCH64, or put one at {} (Debian's busybox-static arm64 \
+                     package has it)",
+                    out.display()
+                ))
+            };
+            let deb = deb.ok_or_else(missing)?;
+            let tmp = tempfile::tempdir_in(&cache).map_err(|_| missing())?;
+            let ok = std::process::Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(&deb)
+                .arg(tmp.path())
+                .status()
+                .is_ok_and(|s| s.success());
+            let bin = tmp.path().join("bin/busybox");
+            if !ok || !bin.is_file() {
+                return Err(missing());
+            }
+            let part = cache.join(format!("busybox-aarch64.{}", std::process::id()));
+            std::fs::copy(&bin, &part)
+                .and_then(|_| std::fs::rename(&part, &out))
+                .map_err(|_| missing())?;
+            Ok(out)
+        }
+        other => Err(Error::input(format!(
+            "the registry's test images are for x86_64 and aarch64 devices, not {other}"
+        ))),
+    }
+}
+
+/// The shared base layer: a static busybox (x86-64 or aarch64) at `/bin/busybox` and `/bin/sh`
+/// linking to it.
 #[derive(Debug, Clone)]
 pub struct BaseLayer {
     busybox: Arc<[u8]>,
     layer: Layer,
+    /// The images' `architecture` (`amd64`, `arm64`), from the busybox's ELF header.
+    arch: &'static str,
 }
 
 impl BaseLayer {
     /// Builds the base layer from the busybox binary at `path` (see [`HOST_BUSYBOX`]).
     ///
-    /// Fails with [`Error::Input`] unless it is a statically linked x86-64 ELF executable,
-    /// the only kind that runs in an otherwise empty image on the amd64 reference device.
+    /// Fails with [`Error::Input`] unless it is a statically linked x86-64 or aarch64 ELF
+    /// executable, the only kind that runs in an otherwise empty image on the reference
+    /// devices; the images are for its architecture.
     pub fn from_busybox(path: &Path) -> Result<BaseLayer> {
         let bytes = std::fs::read(path).input_ctx(|| {
             format!(
@@ -97,7 +159,7 @@ impl BaseLayer {
                 path.display()
             )
         })?;
-        check_static_x86_64(&bytes).map_err(|why| {
+        let arch = check_static(&bytes).map_err(|why| {
             Error::input(format!(
                 "{} is not usable as the image's busybox: {why}",
                 path.display()
@@ -105,7 +167,16 @@ impl BaseLayer {
         })?;
         let busybox: Arc<[u8]> = bytes.into();
         let layer = Layer::from_tar(&base_tar(&busybox, None));
-        Ok(BaseLayer { busybox, layer })
+        Ok(BaseLayer {
+            busybox,
+            layer,
+            arch,
+        })
+    }
+
+    /// The images' architecture as OCI names it (`amd64`, `arm64`).
+    pub fn arch(&self) -> &'static str {
+        self.arch
     }
 
     /// The compressed layer.
@@ -154,7 +225,7 @@ fn base_tar(busybox: &[u8], marker: Option<&str>) -> Vec<u8> {
 }
 
 /// Checks the ELF header: 64-bit little-endian, x86-64, executable, no program interpreter.
-fn check_static_x86_64(elf: &[u8]) -> std::result::Result<(), String> {
+fn check_static(elf: &[u8]) -> std::result::Result<&'static str, String> {
     let u16_at = |at: usize| {
         elf.get(at..at + 2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -170,9 +241,11 @@ fn check_static_x86_64(elf: &[u8]) -> std::result::Result<(), String> {
     if elf.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) {
         return Err("not a 64-bit little-endian ELF file".into());
     }
-    if u16_at(18) != Some(62) {
-        return Err("not an x86-64 binary".into());
-    }
+    let arch = match u16_at(18) {
+        Some(62) => "amd64",
+        Some(183) => "arm64",
+        _ => return Err("not an x86-64 or aarch64 binary".into()),
+    };
     let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(32), u16_at(54), u16_at(56)) else {
         return Err("truncated ELF header".into());
     };
@@ -184,7 +257,7 @@ fn check_static_x86_64(elf: &[u8]) -> std::result::Result<(), String> {
             Some(_) => {}
         }
     }
-    Ok(())
+    Ok(arch)
 }
 
 /// A complete image: manifest, config and layers, ready to serve.
@@ -239,14 +312,14 @@ impl AppImage {
 ///
 /// Deterministic: the same inputs give the same digests on every host.
 pub fn build_app(version: &str, payload: &[u8], base: &BaseLayer) -> AppImage {
-    assemble(version, base.layer.clone(), payload, false)
+    assemble(version, base.layer.clone(), base.arch, payload, false)
 }
 
 /// Like [`build_app`] but every layer differs, base included, so the image shares no layer
 /// with any image from [`build_app`]: pulling it costs its full size whatever the device holds
 /// (the negative `layer-reuse` check).
 pub fn build_app_all_new(version: &str, payload: &[u8], base: &BaseLayer) -> AppImage {
-    assemble(version, base.variant(version), payload, true)
+    assemble(version, base.variant(version), base.arch, payload, true)
 }
 
 /// The script the image runs: prints the version and exits 0.
@@ -254,7 +327,7 @@ pub fn run_script(version: &str) -> String {
     format!("#!/bin/sh\necho \"harness-app {version}\"\nexit 0\n")
 }
 
-fn assemble(version: &str, base: Layer, payload: &[u8], all_new: bool) -> AppImage {
+fn assemble(version: &str, base: Layer, arch: &str, payload: &[u8], all_new: bool) -> AppImage {
     let script = run_script(version);
     let mut entries = vec![
         Entry::Dir {
@@ -282,7 +355,7 @@ fn assemble(version: &str, base: Layer, payload: &[u8], all_new: bool) -> AppIma
     let app = Layer::from_tar(&tar::archive(&entries));
     let layers = vec![base, app];
     let config = json!({
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "created": "2024-01-01T00:00:00Z",
         "config": {
@@ -494,6 +567,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_aarch64_busybox_makes_arm64_images() {
+        // A static ELF header: 64-bit little-endian, e_machine 183 (aarch64), no program headers.
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        elf[18] = 183;
+        assert_eq!(check_static(&elf), Ok("arm64"));
+        elf[18] = 62;
+        assert_eq!(check_static(&elf), Ok("amd64"));
+        elf[18] = 40;
+        assert_eq!(
+            check_static(&elf),
+            Err("not an x86-64 or aarch64 binary".to_string())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        elf[18] = 183;
+        std::fs::write(dir.path().join("busybox"), &elf).unwrap();
+        let base = BaseLayer::from_busybox(&dir.path().join("busybox")).unwrap();
+        assert_eq!(base.arch(), "arm64");
+        let app = build_app("v1", b"p", &base);
+        let config: serde_json::Value = serde_json::from_slice(&app.config.data).unwrap();
+        assert_eq!(config["architecture"], "arm64");
+        assert!(busybox_for("mips").is_err());
+        assert_eq!(busybox_for("x86_64").unwrap(), Path::new(HOST_BUSYBOX));
+    }
+
+    #[test]
     fn rejects_a_binary_that_is_not_static_x86_64() {
         let dir = tempfile::tempdir().unwrap();
         let not_elf = dir.path().join("busybox");
@@ -503,7 +602,7 @@ pub(crate) mod tests {
         let missing = BaseLayer::from_busybox(&dir.path().join("nope")).unwrap_err();
         assert!(matches!(missing, Error::Input(_)), "{missing}");
         if Path::new("/bin/true").exists()
-            && check_static_x86_64(&std::fs::read("/bin/true").unwrap()).is_ok()
+            && check_static(&std::fs::read("/bin/true").unwrap()).is_ok()
         {
             panic!("/bin/true is dynamically linked on Debian and must be rejected");
         }

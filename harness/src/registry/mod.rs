@@ -43,7 +43,7 @@ pub use client::{HttpClient, HttpResponse};
 pub use counts::{Mark, Served};
 pub use delta::{parse_delta_response, DeltaClient, DeltaOutcome, DELTA_TIMEOUT, ENGINE_PORT};
 pub use image::{
-    build_app, build_app_all_new, run_script, sha256_digest, AppImage, BaseLayer, Blob, Layer,
-    CONFIG_V1, HOST_BUSYBOX, LAYER_TAR_GZIP, MANIFEST_V2,
+    build_app, build_app_all_new, busybox_for, run_script, sha256_digest, AppImage, BaseLayer,
+    Blob, Layer, CONFIG_V1, HOST_BUSYBOX, LAYER_TAR_GZIP, MANIFEST_V2,
 };
 pub use server::{Registry, RegistryHandle};

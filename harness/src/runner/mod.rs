@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::config::machine::QemuSpec;
 use crate::error::{Context, Error, Result};
 use crate::qemu::accel::{self, Accel};
 use crate::report::{Counts, Reporter, RunInfo};
@@ -149,6 +150,11 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
                 opts.filter.as_deref(),
                 &plan::Given::of(opts),
             )?;
+            if let (Some(q), Some(Accel::Kvm)) = (&plan.machine.qemu, opts.accel) {
+                if q.foreign() {
+                    return Err(kvm_cannot(&plan.machine.name, q));
+                }
+            }
             plans.insert(spec.machine.clone(), plan);
         }
     }
@@ -185,11 +191,22 @@ pub fn run(root: &Path, opts: &RunOptions, ui: &dyn Ui) -> Result<RunSummary> {
                 }
         });
         let accel = match (&plan.machine.qemu, needs_qemu) {
-            (Some(q), true) => Some(choose_accel(&q.binary, &media, opts, &mut |l| {
+            (Some(q), true) => Some(choose_accel(&name, q, &media, opts, &mut |l| {
                 notes.push(l)
-            })),
+            })?),
             _ => None,
         };
+        let restorable = specs
+            .iter()
+            .any(|t| t.machine == name && matches!(t.kind, Kind::Qemu));
+        if let (Some(q), true, false) = (&plan.machine.qemu, restorable, opts.no_snapshot) {
+            if !q.has_vmgenid() {
+                notes.push(format!(
+                    "snapshots off: machine {name} has no vmgenid (a restored device could not \
+                     reseed its random state), so every fresh device boots"
+                ));
+            }
+        }
         let known_good = media::known_good(root, &plan.machine, None);
         machines.insert(
             name,
@@ -357,18 +374,41 @@ fn follow(log: &Path, finished: &AtomicBool) {
     }
 }
 
-/// The accelerator: forced by `--accel`, else probed.
+/// `--accel kvm` for a guest of another architecture than the host's.
+fn kvm_cannot(machine: &str, spec: &QemuSpec) -> Error {
+    Error::input(format!(
+        "--accel kvm: machine {machine} is {}, and KVM on this {} host runs only {} guests (leave --accel out, or use tcg)",
+        spec.arch(),
+        std::env::consts::ARCH,
+        std::env::consts::ARCH
+    ))
+}
+
+/// The accelerator: forced by `--accel`, else probed; a guest of another architecture than
+/// the host's is TCG without a probe, and `--accel kvm` for it is bad input.
 fn choose_accel(
-    binary: &str,
+    name: &str,
+    spec: &QemuSpec,
     media: &media::Media,
     opts: &RunOptions,
     note: &mut dyn FnMut(String),
-) -> Accel {
-    match opts.accel {
+) -> Result<Accel> {
+    if spec.foreign() {
+        if opts.accel == Some(Accel::Kvm) {
+            return Err(kvm_cannot(name, spec));
+        }
+        note(format!(
+            "accelerator: tcg ({} guest on a {} host: KVM runs only the host's architecture)",
+            spec.arch(),
+            std::env::consts::ARCH
+        ));
+        return Ok(Accel::Tcg);
+    }
+    Ok(match opts.accel {
         Some(a) => {
             note(format!("accelerator: {} (forced)", a.qemu_name()));
             a
         }
-        None => accel::choose(binary, media.probe_kernel.as_deref(), note),
-    }
+        None => accel::choose(&spec.binary, media.probe_kernel.as_deref(), note),
+    })
 }

@@ -24,14 +24,19 @@ fn fixture<'a>(dut: &'a mut Dut) -> Result<&'a Fixture> {
     // A suite that wants other images than the running registry serves gets a new one.
     if dut.engine.as_ref().map(|f| f.all_new) != Some(wants_all_new(dut)) {
         dut.engine = None;
+        // The images are for the device's architecture.
+        let arch = dut.exec("uname -m", Duration::from_secs(60))?;
+        let arch = arch.stdout.trim().to_string();
         let f = Fixture::start(
             dut.target.serve_addr(),
             dut.target.host_addr(),
+            &arch,
             wants_all_new(dut),
         )?;
         dut.note(&format!(
-            "registry serving app:v1 and app:v2{} at {}",
+            "registry serving app:v1 and app:v2{} for {} at {}",
             if f.all_new { " (sharing no layer)" } else { "" },
+            arch,
             f.seen_at
         ));
         dut.engine = Some(f);

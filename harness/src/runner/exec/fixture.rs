@@ -19,9 +19,15 @@ pub struct Fixture {
 
 impl Fixture {
     /// Serves the images on `serve` (a free port), for a device that reaches the harness at
-    /// `host`; `app:v2` shares no layer with `app:v1` when `all_new`.
-    pub fn start(serve: IpAddr, host: Option<IpAddr>, all_new: bool) -> Result<Fixture> {
-        let base = BaseLayer::from_busybox(std::path::Path::new(registry::HOST_BUSYBOX))?;
+    /// `host` and whose `uname -m` is `arch`; `app:v2` shares no layer with `app:v1` when
+    /// `all_new`.
+    pub fn start(
+        serve: IpAddr,
+        host: Option<IpAddr>,
+        arch: &str,
+        all_new: bool,
+    ) -> Result<Fixture> {
+        let base = BaseLayer::from_busybox(&registry::busybox_for(arch)?)?;
         let v1 = registry::build_app("v1", b"harness app payload, version 1\n", &base);
         let v2 = if all_new {
             registry::build_app_all_new("v2", b"harness app payload, version 2\n", &base)
