@@ -53,7 +53,8 @@ pub mod rotation;
 pub mod runner;
 pub mod ssh;
 pub mod target;
-#[cfg(test)]
+/// For the unit and integration tests only.
+#[doc(hidden)]
 pub mod testing;
 
 pub use error::{Error, Result};

@@ -1,4 +1,4 @@
-//! Helpers for the unit tests.
+//! Helpers for the unit and integration tests.
 
 /// A tool or file a test needs is missing. Under CI (`CI=true`) that is a failure naming what
 /// is missing, since set-up installs every tool the tests use; elsewhere the test is skipped

@@ -14,7 +14,7 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
-use common::{arm_image, harness, qemu_pids_mentioning, stderr, summary, QEMU};
+use common::{arm_image, harness, qemu_pids_mentioning, qemu_slots, stderr, summary};
 use harness::image::configure::{configure, Change};
 
 /// The figures each test of a run recorded, `suite/test: name=value ...`, for the log.
@@ -35,30 +35,41 @@ fn figures(s: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn smoke_and_the_u_boot_update_pass_on_qemuarm64() {
-    let Some(_image) = arm_image() else { return };
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+/// Runs `harness run ARGS --out DIR` (one QEMU guest), asserts it passed `passed` tests and
+/// left no QEMU behind; returns what it said and the serial log of `console` in the run.
+fn run_passing(what: &str, args: &[&str], passed: u64, console: &str) -> (String, String) {
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = harness()
-        .args(["run", "--machine", "qemuarm64", "suite/smoke", "suite/hup"])
-        .args(["--filter", "^(smoke/|hup/update$)", "--out"])
+        .args(args)
+        .arg("--out")
         .arg(dir.path())
         .output()
         .unwrap();
     let took = started.elapsed();
-    let err = stderr(&out);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{said}{err}");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{said}");
     let s = summary(dir.path());
-    eprintln!(
-        "qemuarm64 smoke + hup/update: {:.0}s; {:?}",
-        took.as_secs_f64(),
-        figures(&s)
+    eprintln!("{what}: {:.0}s; {:?}", took.as_secs_f64(), figures(&s));
+    assert_eq!(s["counts"]["passed"], passed, "{s}");
+    assert!(qemu_pids_mentioning(&dir.path().to_string_lossy()).is_empty());
+    let serial = std::fs::read_to_string(dir.path().join(console).join("serial.log")).unwrap();
+    (said, serial)
+}
+
+#[test]
+fn smoke_and_the_u_boot_update_pass_on_qemuarm64() {
+    let Some(_image) = arm_image() else { return };
+    let (all, serial) = run_passing(
+        "qemuarm64 smoke + hup/update",
+        &["run", "--machine", "qemuarm64", "suite/smoke", "suite/hup"]
+            .into_iter()
+            .chain(["--filter", "^(smoke/|hup/update$)"])
+            .collect::<Vec<_>>(),
+        4,
+        "qemuarm64",
     );
-    assert_eq!(s["counts"]["passed"], 4, "{s}");
-    let all = format!("{said}{err}");
     // TCG without a probe, and no snapshots, each said once.
     assert!(
         all.contains("accelerator: tcg (aarch64 guest on a x86_64 host")
@@ -71,7 +82,6 @@ fn smoke_and_the_u_boot_update_pass_on_qemuarm64() {
         1,
         "{all}"
     );
-    let serial = std::fs::read_to_string(dir.path().join("qemuarm64/serial.log")).unwrap();
     assert!(
         serial.contains("U-Boot"),
         "u-boot's banner is in serial.log"
@@ -80,35 +90,19 @@ fn smoke_and_the_u_boot_update_pass_on_qemuarm64() {
         serial.contains("Linux version"),
         "the kernel's boot lines too"
     );
-    assert!(qemu_pids_mentioning(&dir.path().to_string_lossy()).is_empty());
 }
 
 #[test]
 fn the_emulated_arm_rig_runs_smoke_through_the_board_flow() {
     let Some(_image) = arm_image() else { return };
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let out = harness()
-        .args(["run", "--rig", "emulated-arm", "suite/smoke", "--out"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let took = started.elapsed();
-    let err = stderr(&out);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{said}{err}");
-    let s = summary(dir.path());
-    eprintln!(
-        "emulated-arm smoke: {:.0}s; {:?}",
-        took.as_secs_f64(),
-        figures(&s)
+    let (_, serial) = run_passing(
+        "emulated-arm smoke",
+        &["run", "--rig", "emulated-arm", "suite/smoke"],
+        3,
+        "rig-emulated-arm",
     );
-    assert_eq!(s["counts"]["passed"], 3, "{s}");
-    let serial = std::fs::read_to_string(dir.path().join("rig-emulated-arm/serial.log")).unwrap();
     assert!(serial.contains("U-Boot"), "the pty carried u-boot's banner");
     assert!(serial.contains("Linux version"), "and the kernel's");
-    assert!(qemu_pids_mentioning(&dir.path().to_string_lossy()).is_empty());
 }
 
 /// Runs `harness port-check --machine qemuarm64 --static-only --image IMAGE --out DIR`.

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{assert_valid_junit, harness, scratch, stderr, summary, QEMU};
+use common::{assert_valid_junit, harness, qemu_slots, scratch, stderr, summary};
 
 /// A suite with one test that fails on its first run and passes on any later one: it checks
 /// a file the harness fetched from a device on an earlier run (a leftover on the host, the
@@ -38,7 +38,7 @@ steps:
 
 #[test]
 fn a_target_that_never_boots_is_retried_and_the_suite_passes_on_the_other() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(2);
     let dir = tempfile::tempdir().unwrap();
     let flaky = flaky_suite(&scratch("suites"), dir.path());
     // A good machine beside one whose firmware never boots (its boot times out in 30 s).
@@ -164,7 +164,7 @@ fn now_ms() -> u64 {
 
 #[test]
 fn a_killed_holders_lease_frees_the_rig_at_once() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let leases = scratch("leases");
     let start = |out: &Path| {
         harness()

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{copy_of_reference, element, harness, qemu_pids_mentioning, stderr, QEMU};
+use common::{copy_of_reference, element, harness, qemu_pids_mentioning, qemu_slots, stderr};
 use harness::image::ext4::Ext4;
 use harness::image::hostapp::OsRoot;
 use harness::image::partitions::{read_table, Partition};
@@ -305,7 +305,7 @@ fn chromium_shows_the_porting_report() {
 /// One boot: suite/smoke on QEMU; its tests' rows link to their logs, copied beside the page.
 #[test]
 fn a_short_run_boots_once_and_links_the_logs() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let (out, took) = port_check(
         &["--machine", "qemux86-64", "--suite", "suite/smoke"],

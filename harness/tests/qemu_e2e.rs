@@ -8,12 +8,12 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_valid_junit, harness, pids_mentioning, qemu_pids_mentioning, stderr, summary, QEMU,
+    assert_valid_junit, harness, pids_mentioning, qemu_pids_mentioning, qemu_slots, stderr, summary,
 };
 
 #[test]
 fn smoke_suite_passes_and_its_junit_validates() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let out = harness()
         .args(["run", "--machine", "qemux86-64", "suite/smoke", "--out"])
@@ -86,7 +86,7 @@ fn assert_qemu_gone(dir: &Path) {
 
 #[test]
 fn kill_9_of_the_harness_leaves_no_qemu() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let mut child = start_run_and_wait_for_qemu(dir.path());
     // SAFETY: plain syscall on our own child.
@@ -97,7 +97,7 @@ fn kill_9_of_the_harness_leaves_no_qemu() {
 
 #[test]
 fn sigterm_stops_qemu_and_leaves_a_valid_report() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let mut child = start_run_and_wait_for_qemu(dir.path());
     // SAFETY: plain syscall on our own child.

@@ -6,11 +6,11 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_valid_junit, harness, qemu_pids_mentioning, stderr, summary, QEMU};
+use common::{assert_valid_junit, harness, qemu_pids_mentioning, qemu_slots, stderr, summary};
 
 #[test]
 fn a_health_check_brings_the_emulated_rig_back_into_rotation() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let state = common::scratch("state");
     // An earlier failure took the rig out of rotation: the pool has none left to offer.
@@ -102,7 +102,7 @@ fn suite(dir: &Path, name: &str, steps: &str) -> String {
 
 #[test]
 fn a_second_flash_power_cycles_and_image_configuration_reach_the_running_emulator() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let first = suite(
         dir.path(),

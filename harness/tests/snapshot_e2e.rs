@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::{assert_valid_junit, harness, qemu_pids_mentioning, root, stderr, summary, QEMU};
+use common::{
+    assert_valid_junit, harness, qemu_pids_mentioning, qemu_slots, root, stderr, summary,
+};
 
 fn fixture(name: &str) -> String {
     root()
@@ -79,7 +81,7 @@ fn assert_no_qemu(needles: &[&Path]) {
 
 #[test]
 fn restored_devices_are_independent_a_changed_config_gets_its_own_and_a_broken_one_is_removed() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(2);
     let cache = tempfile::tempdir().unwrap();
     let snapshots = cache.path().join("snapshots");
 

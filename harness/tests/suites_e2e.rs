@@ -10,12 +10,12 @@ mod common;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use common::{assert_valid_junit, harness, stderr, QEMU};
+use common::{assert_valid_junit, harness, qemu_slots, stderr};
 
 /// Runs `harness run --machine qemux86-64 SUITE --keep-going ARGS`; returns its exit code,
 /// stderr and the run folder.
 fn run_suite(suite: &str, args: &[&str]) -> (Option<i32>, String, tempfile::TempDir) {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(2);
     let dir = tempfile::tempdir().unwrap();
     let out = harness()
         .args([
@@ -160,7 +160,7 @@ fn os_passes_on_two_machines_each_on_its_own_lan_and_os_negative_names_what_brok
 
 #[test]
 fn suite_os_without_cap_net_admin_skips_the_lan_tests_and_says_why() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     // Root without CAP_NET_ADMIN: the harness cannot make its private LAN.
     let out = std::process::Command::new("setpriv")

@@ -11,7 +11,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_valid_junit, copy_of_reference, harness, qemu_pids_mentioning, stderr, summary, QEMU,
+    assert_valid_junit, copy_of_reference, harness, qemu_pids_mentioning, qemu_slots, stderr,
+    summary,
 };
 
 /// The journal's events of kind `kind` (`started`, `finished`, ...).
@@ -68,7 +69,7 @@ fn test_of<'a>(s: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
 
 #[test]
 fn sigterm_in_the_middle_of_a_chain_keeps_the_finished_tests_and_exits_130() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     // suite/engine runs as one chain of tests on one device.
     let mut child = start_run("suite/engine", dir.path());
@@ -143,7 +144,7 @@ fn suite_of(dir: &Path, name: &str, tests: &[(&str, &str)]) -> PathBuf {
 
 #[test]
 fn kill_9_loses_no_finished_test_and_report_render_recovers_the_run() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     // One device: `quick` finishes, then `slow` runs long enough to be killed in.
     let suite = suite_of(
@@ -183,7 +184,7 @@ fn kill_9_loses_no_finished_test_and_report_render_recovers_the_run() {
 
 #[test]
 fn qemu_killed_in_a_console_step_is_an_infrastructure_failure_within_seconds() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let suite = suite_of(
         dir.path(),
@@ -229,7 +230,7 @@ fn qemu_killed_in_a_console_step_is_an_infrastructure_failure_within_seconds() {
 
 #[test]
 fn no_secret_of_the_image_nor_the_private_key_lands_in_the_run_folder() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let image = copy_of_reference(dir.path());
     let (api, device) = ("apikey-2f9c1e7b5a3d4c6e", "devkey-8b1d0f3e7c2a9b4d");
@@ -319,7 +320,7 @@ fn root_with_boot_timeout(dir: &Path, boot_timeout: u64) -> PathBuf {
 
 #[test]
 fn an_image_that_never_boots_fails_the_test_and_leaves_the_rig_in_rotation() {
-    let _qemu = QEMU.lock().unwrap_or_else(|e| e.into_inner());
+    let _qemu = qemu_slots(1);
     let dir = tempfile::tempdir().unwrap();
     let image = copy_of_reference(dir.path());
     // Both root slots wiped: the firmware and the bootloader start, the OS never does.
