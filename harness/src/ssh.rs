@@ -78,11 +78,13 @@ fn until_done<T>(
     }
 }
 
-/// Waits until the SSH daemon at `addr` sends its `SSH-2.0` banner.
+/// Waits until the SSH daemon at `addr` sends its `SSH-2.0` banner; returns the connection
+/// it came on, the banner still unread, for [`Ssh::login`]: a socket-activated sshd on a slow
+/// guest then starts once per boot, not once for the banner and again for the login.
 ///
 /// A TCP connect alone proves nothing under QEMU: the forwarded port accepts before the guest
 /// is up. Gives up after `timeout`, saying what it waited for.
-pub fn wait_for_banner(addr: SocketAddr, timeout: Duration) -> Result<()> {
+pub fn wait_for_banner(addr: SocketAddr, timeout: Duration) -> Result<TcpStream> {
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer");
     while Instant::now() < deadline {
@@ -90,11 +92,11 @@ pub fn wait_for_banner(addr: SocketAddr, timeout: Duration) -> Result<()> {
         // takes seconds to start, and every abandoned connection costs it another sshd.
         // A port nobody listens on fails at once (refused, or closed by QEMU's forwarder).
         let left = deadline.saturating_duration_since(Instant::now());
-        match read_banner(
+        match peek_banner(
             addr,
             left.clamp(Duration::from_secs(1), Duration::from_secs(30)),
         ) {
-            Ok(()) => return Ok(()),
+            Ok(stream) => return Ok(stream),
             Err(e) => last = e,
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -105,34 +107,42 @@ pub fn wait_for_banner(addr: SocketAddr, timeout: Duration) -> Result<()> {
     )))
 }
 
-fn read_banner(addr: SocketAddr, timeout: Duration) -> std::result::Result<(), String> {
+/// Connects and waits for the banner's first bytes without consuming them.
+fn peek_banner(addr: SocketAddr, timeout: Duration) -> std::result::Result<TcpStream, String> {
+    const BANNER: &[u8] = b"SSH-2.0";
     let connect = timeout.min(Duration::from_secs(5));
-    let mut stream = TcpStream::connect_timeout(&addr, connect).map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect_timeout(&addr, connect).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; 64];
-    let mut got = Vec::new();
-    while got.len() < 8 {
-        match stream.read(&mut buf) {
+    let deadline = Instant::now() + timeout;
+    let no_banner = || format!("connected, but no banner within {}s", timeout.as_secs());
+    let mut buf = [0u8; 16];
+    loop {
+        let n = match stream.peek(&mut buf) {
             Ok(0) => return Err("connection closed before the banner".into()),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Err(format!(
-                    "connected, but no banner within {}s",
-                    timeout.as_secs()
-                ))
+                return Err(no_banner())
             }
             Err(e) => return Err(e.to_string()),
+        };
+        let got = &buf[..n];
+        if got.starts_with(BANNER) {
+            stream.set_read_timeout(None).map_err(|e| e.to_string())?;
+            return Ok(stream);
         }
-    }
-    if got.starts_with(b"SSH-2.0") {
-        Ok(())
-    } else {
-        Err(format!(
-            "not an SSH banner: {:?}",
-            String::from_utf8_lossy(&got)
-        ))
+        if !BANNER.starts_with(got) {
+            return Err(format!(
+                "not an SSH banner: {:?}",
+                String::from_utf8_lossy(got)
+            ));
+        }
+        // Part of the banner: peek answers at once until more arrives.
+        if Instant::now() >= deadline {
+            return Err(no_banner());
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -162,9 +172,16 @@ impl Ssh {
     /// within a fraction of a second.
     pub fn connect(target: &SshTarget, timeout: Duration) -> Result<Ssh> {
         let addr = target.addr;
-        let deadline = Instant::now() + timeout;
         let tcp = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(10)))
             .infra_ctx(|| format!("cannot connect to SSH on {addr}"))?;
+        Self::login(tcp, target, timeout)
+    }
+
+    /// [`Ssh::connect`] over `tcp`, a connection to `target` made already (by
+    /// [`wait_for_banner`]).
+    pub fn login(tcp: TcpStream, target: &SshTarget, timeout: Duration) -> Result<Ssh> {
+        let addr = target.addr;
+        let deadline = Instant::now() + timeout;
         let mut session =
             ssh2::Session::new().infra_ctx(|| "cannot start an SSH session".into())?;
         session.set_tcp_stream(tcp);
@@ -365,5 +382,38 @@ mod tests {
             }
         });
         wait_for_banner(addr, Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn banner_wait_leaves_a_banner_sent_in_pieces_unread_for_the_login() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = listener.accept() {
+                let _ = s.write_all(b"SS");
+                std::thread::sleep(Duration::from_millis(200));
+                let _ = s.write_all(b"H-2.0-OpenSSH_9.2\r\n");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        let mut stream = wait_for_banner(addr, Duration::from_secs(5)).unwrap();
+        let mut line = [0u8; 21];
+        stream.read_exact(&mut line).unwrap();
+        assert_eq!(&line, b"SSH-2.0-OpenSSH_9.2\r\n");
+    }
+
+    #[test]
+    fn banner_wait_names_what_answered_instead_of_ssh() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().take(8).flatten() {
+                let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n");
+            }
+        });
+        let err = wait_for_banner(addr, Duration::from_secs(1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an SSH banner: \"HTTP/1.1"), "{err}");
     }
 }

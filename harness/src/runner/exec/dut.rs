@@ -161,7 +161,7 @@ impl<'t> Dut<'t> {
             let left = deadline.saturating_duration_since(Instant::now());
             let slice = left.min(Duration::from_secs(10));
             let attempt = ssh::wait_for_banner(target.addr, slice)
-                .and_then(|()| Ssh::connect(&target, left.max(Duration::from_secs(10))));
+                .and_then(|tcp| Ssh::login(tcp, &target, left.max(Duration::from_secs(10))));
             match attempt {
                 Ok(session) => {
                     self.pin_host_key(&session, target.addr)?;
