@@ -54,10 +54,20 @@ pub struct SuiteFile {
     /// every transcript, console log and report.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Multiplies every timeout of the suite's tests and setup steps (each test's and each
+    /// step's), as `meson test --timeout-multiplier` does: above 1 for a slow board; below 1
+    /// for a negative suite, whose waits are meant to run out and prove nothing more by
+    /// running out later. Between 0.1 and 10.
+    #[serde(default = "one")]
+    pub timeout_multiplier: f64,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// One test file.
@@ -96,6 +106,25 @@ impl TestFile {
     pub fn starts_device(&self) -> bool {
         self.fresh || !self.ssh_key
     }
+}
+
+impl Step {
+    /// The step's timeout, in seconds.
+    pub fn timeout_mut(&mut self) -> &mut u64 {
+        match self {
+            Step::Ssh(s) | Step::WaitFor(s) => &mut s.timeout,
+            Step::Console(s) => &mut s.timeout,
+            Step::Reboot(s) | Step::PowerCycle(s) => &mut s.timeout,
+            Step::Configure(s) => &mut s.timeout,
+            Step::Copy(s) => &mut s.timeout,
+            Step::Check(s) => &mut s.timeout,
+        }
+    }
+}
+
+/// `seconds` times `multiplier`, rounded up, at least 1.
+fn scaled(seconds: u64, multiplier: f64) -> u64 {
+    ((seconds as f64) * multiplier).ceil().max(1.0) as u64
 }
 
 fn default_test_timeout() -> u64 {
@@ -479,6 +508,19 @@ pub fn load(dir: &Path) -> Result<Suite> {
         .input_ctx(|| format!("cannot read {}", suite_yaml.display()))?;
     let file: SuiteFile = super::yaml::parse(&text, &suite_yaml)?;
     let places = suite_places(&suite_yaml, &text);
+    let multiplier = file.timeout_multiplier;
+    if !(0.1..=10.0).contains(&multiplier) {
+        return Err(Error::input(format!(
+            "{}: timeout_multiplier {multiplier} is out of range (0.1 to 10)",
+            suite_yaml.display()
+        )));
+    }
+    let scale = |steps: &mut Vec<Step>| {
+        for step in steps {
+            let t = step.timeout_mut();
+            *t = scaled(*t, multiplier);
+        }
+    };
     let names = if file.tests.is_empty() {
         yaml_files(dir)?
             .into_iter()
@@ -506,7 +548,9 @@ pub fn load(dir: &Path) -> Result<Suite> {
                 path.display()
             )));
         }
-        let (read, source) = read_test(&path)?;
+        let (mut read, source) = read_test(&path)?;
+        read.timeout = scaled(read.timeout, multiplier);
+        scale(&mut read.steps);
         tests.push((test, read));
         sources.push(source);
     }
@@ -524,7 +568,8 @@ pub fn load(dir: &Path) -> Result<Suite> {
                 path.display()
             )));
         }
-        let (read, source) = read_test(&path)?;
+        let (mut read, source) = read_test(&path)?;
+        scale(&mut read.steps);
         setup.extend(read.steps);
         setup_sources.push(source);
     }
@@ -581,6 +626,44 @@ mod tests {
             err.starts_with("suites/x/t.yaml:4:5: unknown variant `rebot`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_timeout_multiplier_scales_every_test_and_setup_timeout_and_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let suite = |multiplier: &str| {
+            std::fs::write(
+                dir.path().join("suite.yaml"),
+                format!("description: s\nsetup: [f.yaml]\ntests: [t]\ntimeout_multiplier: {multiplier}\n"),
+            )
+            .unwrap();
+            load(dir.path())
+        };
+        std::fs::write(
+            dir.path().join("f.yaml"),
+            "description: fault\nsteps:\n  - ssh: {run: 'true', timeout: 60}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("t.yaml"),
+            "description: x\ntimeout: 901\nsteps:\n  - wait_for: {run: 'true', timeout: 420}\n  - reboot: {}\n  - check: {name: engine-api, timeout: 1}\n",
+        )
+        .unwrap();
+        let s = suite("0.5").unwrap();
+        let t = &s.tests[0].1;
+        assert_eq!(t.timeout, 451);
+        let mut steps = t.steps.clone();
+        let got: Vec<u64> = steps.iter_mut().map(|s| *s.timeout_mut()).collect();
+        assert_eq!(got, [210, default_boot_timeout().div_ceil(2), 1]);
+        let mut setup = s.setup.clone();
+        assert_eq!(*setup[0].timeout_mut(), 30);
+        for bad in ["0", "-1", "11", ".nan"] {
+            let err = suite(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("timeout_multiplier") && err.contains("0.1 to 10"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]
