@@ -4,12 +4,13 @@
 # scripts/sample-qemu (cores, RSS and overlay per QEMU, host CPU busy), then the wall times
 # side by side.
 #   scripts/bench-capacity.sh [SUITE] [FILTER]
-# SUITE defaults to suite/engine. HARNESS=path uses that binary instead of the release one.
+# SUITE defaults to suite/os (independent tests, so both targets get some; suite/engine is one
+# chain, which one target runs alone). HARNESS=path uses that binary instead of the release one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 harness=${HARNESS:-target/release/harness}
 [ -n "${HARNESS:-}" ] || cargo build --release --quiet
-suite=${1:-suite/engine}
+suite=${1:-suite/os}
 filter=${2:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
