@@ -12,8 +12,10 @@ use crate::ssh::{self, ExecOutput, Ssh, SshTarget};
 use crate::target::Target;
 
 /// Kernel panics on the console during one wait for SSH that mean a boot loop. A rollback
-/// legitimately panics once (the new OS cannot start) before the bootloader falls back.
-pub const PANIC_LIMIT: usize = 3;
+/// legitimately panics until the bootloader falls back (the new OS cannot start): once under
+/// GRUB, which falls back when `bootcount` reaches 2, and three times under u-boot, which
+/// falls back above 3 boots (balenaOS contracts, section 8). A fourth panic means no fallback.
+pub const PANIC_LIMIT: usize = 4;
 
 /// What a refused password-less login of a test with `ssh_key: false` says; `why` is what
 /// the SSH client saw.
