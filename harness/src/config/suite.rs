@@ -106,6 +106,15 @@ impl TestFile {
     pub fn starts_device(&self) -> bool {
         self.fresh || !self.ssh_key
     }
+
+    /// Multiplies the test's timeout and every step's (a suite's `timeout_multiplier`).
+    fn scale_timeouts(&mut self, multiplier: f64) {
+        self.timeout = scaled(self.timeout, multiplier);
+        for step in &mut self.steps {
+            let t = step.timeout_mut();
+            *t = scaled(*t, multiplier);
+        }
+    }
 }
 
 impl Step {
@@ -515,12 +524,6 @@ pub fn load(dir: &Path) -> Result<Suite> {
             suite_yaml.display()
         )));
     }
-    let scale = |steps: &mut Vec<Step>| {
-        for step in steps {
-            let t = step.timeout_mut();
-            *t = scaled(*t, multiplier);
-        }
-    };
     let names = if file.tests.is_empty() {
         yaml_files(dir)?
             .into_iter()
@@ -549,8 +552,7 @@ pub fn load(dir: &Path) -> Result<Suite> {
             )));
         }
         let (mut read, source) = read_test(&path)?;
-        read.timeout = scaled(read.timeout, multiplier);
-        scale(&mut read.steps);
+        read.scale_timeouts(multiplier);
         tests.push((test, read));
         sources.push(source);
     }
@@ -569,7 +571,7 @@ pub fn load(dir: &Path) -> Result<Suite> {
             )));
         }
         let (mut read, source) = read_test(&path)?;
-        scale(&mut read.steps);
+        read.scale_timeouts(multiplier);
         setup.extend(read.steps);
         setup_sources.push(source);
     }
