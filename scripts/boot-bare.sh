@@ -9,7 +9,7 @@
 # the ports, pid and run dir are printed (stop it with: kill <pid>).
 # Env: SSHPORT, ENGPORT (default: free ports), TIMEOUT (default 300 s), MACHINE (default:
 # build.json's next to IMAGE, else qemux86-64; qemuarm64 boots qemu-system-aarch64 -M virt
-# with u-boot, CPU from ARM_CPU, default cortex-a72).
+# with u-boot, CPU from ARM_CPU, default cortex-a72; X86_CPU sets an x86 -cpu, default QEMU's).
 set -euo pipefail
 
 IMAGE=${1:?usage: boot-bare.sh IMAGE [--keep]}
@@ -38,7 +38,7 @@ if [ "${MACHINE:-qemux86-64}" = qemuarm64 ]; then
 		-drive if=none,id=d0,format=qcow2,file="$RUN/ov.qcow2" -device virtio-blk-pci,drive=d0 \
 		"${NET[@]}" -serial stdio </dev/null >"$RUN/serial.log" 2>&1 &
 else
-	qemu-system-x86_64 -machine q35 -accel tcg -m 2048 -smp 2 -nographic -nodefaults \
+	qemu-system-x86_64 -machine q35 -accel tcg ${X86_CPU:+-cpu "$X86_CPU"} -m 2048 -smp 2 -nographic -nodefaults \
 		-drive if=pflash,format=raw,readonly=on,file="$OVMF_CODE" \
 		-drive if=pflash,format=raw,file="$RUN/vars.fd" \
 		-drive if=virtio,format=qcow2,file="$RUN/ov.qcow2" \
