@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 /// `HARNESS_TEST_QEMUS`. Every test that boots QEMU holds one slot per guest it runs at once
 /// ([`qemu_slots`]), so two one-guest tests share a two-core host and a two-guest farm has it
 /// to itself. This holds under `cargo test`, within one binary; under `cargo nextest run` (the
-/// README's command) each test is a process of its own and `.config/nextest.toml` gives the
-/// same counts as `threads-required`, across binaries.
+/// README's command) each test is a process of its own and nextest runs one test per core
+/// (`.config/nextest.toml`).
 struct SlotPool {
     free: Mutex<usize>,
     freed: Condvar,
